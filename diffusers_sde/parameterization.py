@@ -1,0 +1,80 @@
+"""The one place where a network's output becomes a score, and where continuous time becomes the network's input.
+
+| prediction_type | the network returns           | score                        |
+|-----------------|-------------------------------|------------------------------|
+| ``score``       | grad_x log p_t(x)             | output                       |
+| ``epsilon``     | the noise z                   | -z / s                       |
+| ``sample``      | the clean data x_0            | (a x_0 - x) / s^2            |
+| ``v_prediction``| v = a z - s x_0               | -(s x + a v) / (s (a^2+s^2)) |
+
+with ``x = a(t) x_0 + s(t) z`` the SDE's perturbation kernel. ``timestep_type`` says what the network is fed:
+``sigma`` (s(t), as NCSN++ `UNet2DModel(time_embedding_type="fourier")` wants), ``discrete`` (t (N - 1), as a
+DDPM `UNet2DModel` wants) or ``continuous`` (t itself).
+"""
+
+PREDICTION_TYPES = ("score", "epsilon", "sample", "v_prediction")
+TIMESTEP_TYPES = ("sigma", "discrete", "continuous")
+
+
+class Parameterization:
+    """Converts between network outputs and scores, and between continuous time and network time.
+
+    Args:
+        sde (`ScoreSDE`): the SDE whose kernel coefficients a(t), s(t) define the conversions.
+        prediction_type (`str`): one of ``PREDICTION_TYPES``.
+        timestep_type (`str`): one of ``TIMESTEP_TYPES``.
+        num_train_timesteps (`int`): N, used by the ``discrete`` time input.
+    """
+
+    def __init__(self, sde, prediction_type, timestep_type, num_train_timesteps):
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}.")
+        if timestep_type not in TIMESTEP_TYPES:
+            raise ValueError(f"timestep_type must be one of {TIMESTEP_TYPES}, got {timestep_type!r}.")
+        self.sde = sde
+        self.prediction_type = prediction_type
+        self.timestep_type = timestep_type
+        self.num_train_timesteps = num_train_timesteps
+
+    def model_time(self, t):
+        """What the network is fed at continuous time t."""
+        if self.timestep_type == "sigma":
+            return self.sde.std(t)
+        if self.timestep_type == "discrete":
+            return t * (self.num_train_timesteps - 1)
+        return t
+
+    def time_from_model_time(self, timestep):
+        """Inverse of :meth:`model_time`."""
+        if self.timestep_type == "sigma":
+            return self.sde.time_from_std(timestep)
+        if self.timestep_type == "discrete":
+            return timestep / (self.num_train_timesteps - 1)
+        return timestep
+
+    def score(self, output, x, a, s):
+        """Score from the network output at a noise level with kernel coefficients (a, s).
+
+        ``a`` and ``s`` are floats or tensors broadcastable against ``x``.
+        """
+        kind = self.prediction_type
+        if kind == "score":
+            return output
+        if kind == "epsilon":
+            return -output / s
+        if kind == "sample":
+            return (a * output - x) / s**2
+        return -(s * x + a * output) / (s * (a**2 + s**2))
+
+    def output_from_score(self, score, x, a, s):
+        """The network output that corresponds to ``score`` (inverse of :meth:`score`); the training target."""
+        kind = self.prediction_type
+        if kind == "score":
+            return score
+        epsilon = -s * score
+        if kind == "epsilon":
+            return epsilon
+        x0 = (x + s**2 * score) / a
+        if kind == "sample":
+            return x0
+        return a * epsilon - s * x0

@@ -1,0 +1,1 @@
+from .pipeline_score_sde import ScoreSDEPipeline, ScoreSDEPipelineOutput

@@ -1,0 +1,3 @@
+from .scheduling_predictor_corrector import CORRECTORS, PREDICTORS, PredictorCorrectorScheduler
+from .scheduling_probability_flow import SOLVERS, ProbabilityFlowScheduler
+from .scheduling_score_sde import ScoreSDESchedulerMixin, ScoreSDESchedulerOutput
