@@ -104,7 +104,7 @@ def _unet():
                        time_embedding_type="fourier").eval()
 
 
-def overhead_table(steps=50, batch=16, repeats=3):
+def overhead_table(steps=15, batch=8, repeats=3):
     unet = _unet()
     x = torch.randn(batch, 3, 32, 32)
 

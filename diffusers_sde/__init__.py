@@ -7,9 +7,14 @@ from ._registration import register as _register
 from .gaussian_mixture import GaussianMixture, GaussianMixtureModel
 from .parameterization import PREDICTION_TYPES, TIMESTEP_TYPES, Parameterization
 from .pipelines import ScoreSDEPipeline, ScoreSDEPipelineOutput
+from .pipelines import ScoreSDEEncodeOutput, ScoreSDELikelihoodOutput, slerp
 from .schedulers import (
     CORRECTORS,
     PREDICTORS,
+    SOLVER_ORDERS,
+    TIMESTEP_SPACINGS,
+    EDMHeunScheduler,
+    ExponentialIntegratorScheduler,
     SOLVERS,
     PredictorCorrectorScheduler,
     ProbabilityFlowScheduler,
@@ -17,6 +22,9 @@ from .schedulers import (
     ScoreSDESchedulerOutput,
 )
 from .sde import SDE_TYPES, ScoreSDE, SubVPSDE, VESDE, VPSDE, make_sde
+from .solvers import DIVERGENCES, PROBES, MaxNFEExceededError, ProbabilityFlowODE, score_function
+from .solvers import ProbabilityFlowLikelihoodOutput, ProbabilityFlowODEOutput
+from .training import TrainingConfig, denoising_score_matching_loss, sliced_score_matching_loss, train
 
 __version__ = "0.1.0"
 
@@ -25,7 +33,12 @@ _register([ScoreSDEPipeline])
 __all__ = [
     "CORRECTORS", "PREDICTORS", "PREDICTION_TYPES", "SDE_TYPES", "SOLVERS", "TIMESTEP_TYPES",
     "GaussianMixture", "GaussianMixtureModel", "Parameterization",
-    "PredictorCorrectorScheduler", "ProbabilityFlowScheduler", "ScoreSDESchedulerMixin", "ScoreSDESchedulerOutput",
+    "PredictorCorrectorScheduler", "ProbabilityFlowScheduler", "ExponentialIntegratorScheduler", "EDMHeunScheduler",
+    "SOLVER_ORDERS", "TIMESTEP_SPACINGS", "ScoreSDESchedulerMixin", "ScoreSDESchedulerOutput",
     "ScoreSDEPipeline", "ScoreSDEPipelineOutput",
+    "ScoreSDEEncodeOutput", "ScoreSDELikelihoodOutput", "slerp",
+    "DIVERGENCES", "PROBES", "MaxNFEExceededError", "ProbabilityFlowODE", "ProbabilityFlowODEOutput",
+    "ProbabilityFlowLikelihoodOutput", "score_function",
     "ScoreSDE", "VESDE", "VPSDE", "SubVPSDE", "make_sde",
+    "TrainingConfig", "denoising_score_matching_loss", "sliced_score_matching_loss", "train",
 ]

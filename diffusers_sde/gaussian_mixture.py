@@ -41,12 +41,14 @@ class GaussianMixture:
         return cls(weights / weights.sum(), means, variances)
 
     def _perturbed(self, a, s):
+        # a, s: scalars or per-sample values (B elements); the results broadcast as (B or 1, K, D).
+        a, s = (torch.as_tensor(value, dtype=torch.float64).reshape(-1, 1, 1) for value in (a, s))
         return a * self.means, a**2 * self.variances + s**2
 
     def _component_log_probs(self, x, a, s):
         """(B, K) log w_k + log N(x; a mu_k, a^2 v_k + s^2), and the per-component quantities."""
         means, variances = self._perturbed(a, s)
-        diff = x[:, None, :] - means[None]
+        diff = x[:, None, :] - means
         log_normal = -0.5 * (diff**2 / variances + torch.log(2 * math.pi * variances)).sum(-1)
         return torch.log(self.weights)[None] + log_normal, diff, variances
 
@@ -60,7 +62,7 @@ class GaussianMixture:
         x = x.to(torch.float64)
         log_probs, diff, variances = self._component_log_probs(x, a, s)
         responsibilities = torch.softmax(log_probs, dim=1)
-        return -(responsibilities[..., None] * diff / variances[None]).sum(1)
+        return -(responsibilities[..., None] * diff / variances).sum(1)
 
     def sample(self, num_samples, generator=None):
         """Exact samples and their component labels."""

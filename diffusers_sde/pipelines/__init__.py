@@ -1,1 +1,2 @@
 from .pipeline_score_sde import ScoreSDEPipeline, ScoreSDEPipelineOutput
+from .pipeline_score_sde import ScoreSDEEncodeOutput, ScoreSDELikelihoodOutput, slerp

@@ -26,7 +26,7 @@ PAPER_DEFAULTS = {
                   predictor="euler_maruyama", corrector="none", snr=0.01),
 }
 
-SCHEDULER_CLASS_NAMES = ("PredictorCorrectorScheduler", "ProbabilityFlowScheduler")
+SCHEDULER_CLASS_NAMES = ("PredictorCorrectorScheduler", "ProbabilityFlowScheduler", "ExponentialIntegratorScheduler", "EDMHeunScheduler")
 
 
 @dataclass
@@ -173,7 +173,7 @@ class ScoreSDESchedulerMixin(SchedulerMixin, ConfigMixin):
                 num_inference_steps = self.config.num_train_timesteps
             if not (isinstance(num_inference_steps, int) and num_inference_steps >= 1):
                 raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
-            times = torch.linspace(1.0, self.config.sampling_eps, num_inference_steps, dtype=torch.float64)
+            times = self._grid_times(num_inference_steps)
         self.num_inference_steps = len(times)
         levels = [self._level(t) for t in times.tolist()]
         self._plan = self._build_plan(levels)
@@ -181,6 +181,10 @@ class ScoreSDESchedulerMixin(SchedulerMixin, ConfigMixin):
         self.timesteps = self.parameterization.model_time(plan_times).to(device=device, dtype=torch.float32)
         self._step_index = 0
         self._finite_flags = []
+
+    def _grid_times(self, num_inference_steps):
+        """The default grid: ``num_inference_steps`` times uniform in t from 1 to ``sampling_eps`` (float64)."""
+        return torch.linspace(1.0, self.config.sampling_eps, num_inference_steps, dtype=torch.float64)
 
     def _level(self, t):
         t64 = torch.tensor(t, dtype=torch.float64)

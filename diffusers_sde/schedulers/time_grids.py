@@ -1,0 +1,70 @@
+"""Time grids for the fast samplers, written once from the SDE's a(t) and s(t), so they serve VE, VP and sub-VP alike.
+
+The sampling grids of the fast-sampler literature are defined on a noise scale, not on t: DPM-Solver spaces its steps
+uniformly in the half log-SNR lambda = log(a / s), EDM spaces sigma = s / a = exp(-lambda) with the rho = 7 polynomial
+(Karras et al. 2022, Eq. 5). Both are mapped back to SDE time by inverting lambda(t), which is strictly decreasing for
+every SDE here; the inversion is a vectorized bisection, so a new SDE needs no new formula.
+"""
+
+import math
+
+import torch
+
+TIMESTEP_SPACINGS = ("uniform_time", "log_snr", "karras")
+
+
+def log_snr(sde, t):
+    """Half log signal-to-noise ratio lambda(t) = log(a(t) / s(t)) (DPM-Solver's lambda)."""
+    a, s = sde.marginal(torch.as_tensor(t, dtype=torch.float64))
+    return torch.log(a) - torch.log(s)
+
+
+def time_from_log_snr(sde, lam, t_min, t_max=1.0, iterations=64):
+    """Invert :func:`log_snr` on [t_min, t_max] by bisection (lambda decreases in t); returns float64 times."""
+    lam = torch.as_tensor(lam, dtype=torch.float64)
+    low = torch.full_like(lam, t_min)
+    high = torch.full_like(lam, t_max)
+    for _ in range(iterations):
+        middle = 0.5 * (low + high)
+        above = log_snr(sde, middle) > lam  # still too little noise: the answer lies at a later time
+        low = torch.where(above, middle, low)
+        high = torch.where(above, high, middle)
+    return 0.5 * (low + high)
+
+
+def time_grid(sde, num_steps, sampling_eps, spacing, rho=7.0):
+    """``num_steps`` decreasing times from 1 to ``sampling_eps`` (float64), spaced as ``spacing`` says.
+
+    Args:
+        sde (`ScoreSDE`): the SDE whose a(t), s(t) define the noise scale.
+        num_steps (`int`): number of grid times (>= 1).
+        sampling_eps (`float`): last time.
+        spacing (`str`): ``uniform_time`` (the paper's grid), ``log_snr`` (uniform in lambda, DPM-Solver's choice) or
+            ``karras`` (sigma = s / a on EDM's rho-polynomial, Karras et al. 2022 Eq. 5).
+        rho (`float`): exponent of the ``karras`` spacing (EDM: 7).
+    """
+    if num_steps == 1:
+        return torch.tensor([1.0], dtype=torch.float64)
+    if spacing == "uniform_time":
+        return torch.linspace(1.0, sampling_eps, num_steps, dtype=torch.float64)
+    lam_start, lam_end = log_snr(sde, 1.0).item(), log_snr(sde, sampling_eps).item()
+    if spacing == "log_snr":
+        lam = torch.linspace(lam_start, lam_end, num_steps, dtype=torch.float64)
+    elif spacing == "karras":
+        # Eq. 5 of EDM on sigma = exp(-lambda): sigma_i^(1/rho) linear in i from sigma_max to sigma_min.
+        ramp = torch.linspace(0.0, 1.0, num_steps, dtype=torch.float64)
+        inv_max, inv_min = math.exp(-lam_start / rho), math.exp(-lam_end / rho)
+        lam = -rho * torch.log(inv_max + ramp * (inv_min - inv_max))
+    else:
+        raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {spacing!r}.")
+    times = time_from_log_snr(sde, lam, sampling_eps)
+    times[0], times[-1] = 1.0, sampling_eps  # the ends exactly, free of bisection round-off
+    return times
+
+
+def check_spacing(timestep_spacing, rho):
+    """Validate a scheduler's ``timestep_spacing`` and ``rho`` where they enter (its constructor)."""
+    if timestep_spacing not in TIMESTEP_SPACINGS:
+        raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}.")
+    if not rho > 0:
+        raise ValueError(f"rho must be > 0, got {rho}.")

@@ -1,0 +1,19 @@
+"""Training: continuous-time score-matching losses and an accelerate training loop that saves a ScoreSDEPipeline."""
+
+from .data import load_dataset, load_digits_dataset, load_image_folder
+from .losses import (
+    REDUCTIONS,
+    WEIGHTINGS,
+    denoising_score_matching_loss,
+    log_noise_to_signal,
+    sample_training_times,
+    sliced_score_matching_loss,
+)
+from .presets import UNET_PRESETS, build_unet
+from .trainer import TrainingConfig, list_checkpoints, train
+
+__all__ = [
+    "REDUCTIONS", "WEIGHTINGS", "UNET_PRESETS", "TrainingConfig",
+    "build_unet", "denoising_score_matching_loss", "list_checkpoints", "load_dataset", "load_digits_dataset",
+    "load_image_folder", "log_noise_to_signal", "sample_training_times", "sliced_score_matching_loss", "train",
+]

@@ -1,0 +1,90 @@
+"""Training data: the embedded scikit-learn digits (8x8, grey levels 0..16) and image folders.
+
+Images come out as float32 tensors (N, C, H, W) in the model's data range: [0, 1], or [-1, 1] when ``data_centered``.
+"""
+
+import os
+
+import numpy as np
+import torch
+
+DIGITS_GREY_LEVELS = 16  # sklearn digits hold integers 0..16
+DIGITS_HELDOUT_SIZE = 500  # kept away from the generative model; the quality classifier is fit on it
+DIGITS_SPLITS = ("train", "heldout", "all")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def digits_split(split="train"):
+    """The sklearn digits as (images (N, 8, 8) float64 in 0..16, labels (N,)), split by a fixed permutation.
+
+    Args:
+        split (`str`): ``"train"`` (1297 images, what the demo model learns), ``"heldout"`` (the other 500) or ``"all"``.
+    """
+    if split not in DIGITS_SPLITS:
+        raise ValueError(f"split must be one of {DIGITS_SPLITS}, got {split!r}.")
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as error:
+        raise ImportError("--data digits needs scikit-learn (pip install scikit-learn), or pass --data <image folder>.") from error
+
+    digits = load_digits()
+    images, labels = digits.images, digits.target
+    if split == "all":
+        return images, labels
+    order = np.random.RandomState(0).permutation(len(images))
+    chosen = order[DIGITS_HELDOUT_SIZE:] if split == "train" else order[:DIGITS_HELDOUT_SIZE]
+    return images[chosen], labels[chosen]
+
+
+def to_model_range(unit_images, data_centered):
+    """Map images in [0, 1] to the model's data range."""
+    return unit_images * 2 - 1 if data_centered else unit_images
+
+
+def load_digits_dataset(data_centered=True, split="train"):
+    """sklearn digits as a (N, 1, 8, 8) float32 tensor in the model's data range."""
+    images, _ = digits_split(split)
+    unit = torch.from_numpy(images / DIGITS_GREY_LEVELS).to(torch.float32)[:, None]
+    return to_model_range(unit, data_centered)
+
+
+def load_image_folder(path, data_centered=True):
+    """Every image file directly in ``path`` as a (N, C, H, W) float32 tensor in the model's data range.
+
+    Images are read as greyscale (C = 1) when all of them are greyscale, else as RGB (C = 3). All must share one size.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isdir(path):
+        raise ValueError(f"--data {path!r} is neither 'digits' nor an existing folder of images.")
+    names = sorted(name for name in os.listdir(path) if name.lower().endswith(IMAGE_EXTENSIONS))
+    if not names:
+        raise ValueError(f"--data folder {path!r} holds no image files (allowed extensions: {', '.join(IMAGE_EXTENSIONS)}).")
+    images = []
+    for name in names:
+        try:
+            with Image.open(os.path.join(path, name)) as image:
+                image.load()
+                images.append((name, image.copy()))
+        except (OSError, UnidentifiedImageError) as error:
+            raise ValueError(f"--data folder {path!r}: cannot read image {name!r}: {error}") from error
+    first_name, first = images[0]
+    for name, image in images[1:]:
+        if image.size != first.size:
+            raise ValueError(
+                f"--data folder {path!r} mixes image sizes: {first_name!r} is {first.size[0]}x{first.size[1]} but {name!r}"
+                f" is {image.size[0]}x{image.size[1]}; all images must share one size (resize them first)."
+            )
+    grey = all(image.mode in ("L", "1", "I;16", "I") for _, image in images)
+    mode = "L" if grey else "RGB"
+    arrays = [np.asarray(image.convert(mode), dtype=np.float32) / 255.0 for _, image in images]
+    stacked = torch.from_numpy(np.stack(arrays))
+    stacked = stacked[:, None] if grey else stacked.permute(0, 3, 1, 2)
+    return to_model_range(stacked.contiguous(), data_centered)
+
+
+def load_dataset(data, data_centered=True):
+    """``data`` is ``"digits"`` (the embedded sklearn digits, train split) or a folder of images."""
+    if data == "digits":
+        return load_digits_dataset(data_centered)
+    return load_image_folder(data, data_centered)

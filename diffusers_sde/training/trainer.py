@@ -1,0 +1,281 @@
+"""Train a score-SDE model with continuous denoising score matching, on accelerate, and save a ScoreSDEPipeline.
+
+What a run guarantees:
+
+- Exact resumption: the data order and the loss's (t, z) draws are pure functions of (seed, micro-batch index,
+  process), so ``resume="latest"`` continues the same trajectory as an uninterrupted run.
+- Atomic checkpoints: ``checkpoint-N`` is written under a temporary name and renamed into place, so a run killed while
+  saving leaves the previous checkpoint intact and loadable.
+- A non-finite loss stops the run with an error naming the step and the last good checkpoint (never overwritten).
+"""
+
+import dataclasses
+import os
+import shutil
+
+import torch
+
+from ..parameterization import Parameterization
+from ..schedulers.scheduling_score_sde import PAPER_DEFAULTS
+from ..sde import SDE_TYPES, make_sde
+from .data import load_dataset
+from .losses import REDUCTIONS, WEIGHTINGS, denoising_score_matching_loss
+from .presets import UNET_PRESETS, build_unet
+
+CHECKPOINT_PREFIX = "checkpoint-"
+EMA_DECAYS = {"ve": 0.999, "vp": 0.9999, "subvp": 0.9999}  # paper configs
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """Everything a training run depends on. Fields mirror ``diffusers-sde train`` options.
+
+    Args:
+        output_dir (`str`): where the final pipeline is saved (``save_pretrained``).
+        data (`str`): ``"digits"`` (embedded sklearn digits, train split) or a folder of same-size images.
+        sde_type (`str`): ``"ve"``, ``"vp"`` or ``"subvp"``; sigma_min, sigma_max, beta_min, beta_max: its parameters.
+        prediction_type, timestep_type, data_centered: the parameterization; ``None`` takes the SDE's paper default.
+        model_preset (`str`): a name in ``UNET_PRESETS``.
+        weighting (`str`), importance_sampling (`bool`), reduction (`str`), eps (`float`): the loss, see ``losses``.
+        max_steps (`int`): optimizer steps. batch_size (`int`): per process and micro-batch.
+        gradient_accumulation_steps (`int`), mixed_precision (`str`): passed to ``accelerate.Accelerator``.
+        learning_rate (`float`), warmup_steps (`int`), grad_clip (`float`): Adam with linear warm-up, norm clipping.
+        ema_decay (`float`): ``None`` takes 0.999 (VE) / 0.9999 (VP, sub-VP); EMA uses diffusers' warm-up.
+        checkpointing_steps (`int`): save ``checkpoint-N`` every this many steps (0: never).
+        checkpoint_dir (`str`): ``None`` means ``<output_dir>/checkpoints``. checkpoints_total_limit: keep this many.
+        resume (`str`): ``None``, ``"latest"`` or a checkpoint folder.
+        seed (`int`), log_every (`int`).
+    """
+
+    output_dir: str
+    data: str = "digits"
+    sde_type: str = "vp"
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    num_train_timesteps: int = 1000
+    prediction_type: str = None
+    timestep_type: str = None
+    data_centered: bool = None
+    model_preset: str = "digits-tiny"
+    weighting: str = "std"
+    importance_sampling: bool = False
+    reduction: str = "mean"
+    eps: float = 1e-5
+    max_steps: int = 2000
+    batch_size: int = 128
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"
+    learning_rate: float = 2e-4
+    warmup_steps: int = 5000
+    grad_clip: float = 1.0
+    ema_decay: float = None
+    checkpointing_steps: int = 500
+    checkpoint_dir: str = None
+    checkpoints_total_limit: int = 2
+    resume: str = None
+    seed: int = 0
+    log_every: int = 100
+
+    def validate(self):
+        checks = [
+            ("sde_type", self.sde_type in SDE_TYPES, f"one of {SDE_TYPES}"),
+            ("model_preset", self.model_preset in UNET_PRESETS, f"one of {tuple(UNET_PRESETS)}"),
+            ("weighting", self.weighting in WEIGHTINGS, f"one of {WEIGHTINGS}"),
+            ("reduction", self.reduction in REDUCTIONS, f"one of {REDUCTIONS}"),
+            ("mixed_precision", self.mixed_precision in MIXED_PRECISIONS, f"one of {MIXED_PRECISIONS}"),
+            ("max_steps", self.max_steps >= 1, "an integer >= 1"),
+            ("batch_size", self.batch_size >= 1, "an integer >= 1"),
+            ("gradient_accumulation_steps", self.gradient_accumulation_steps >= 1, "an integer >= 1"),
+            ("learning_rate", self.learning_rate > 0, "> 0"),
+            ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
+            ("grad_clip", self.grad_clip > 0, "> 0"),
+            ("checkpointing_steps", self.checkpointing_steps >= 0, ">= 0 (0 disables checkpoints)"),
+            ("checkpoints_total_limit", self.checkpoints_total_limit >= 1, ">= 1"),
+            ("eps", 0 < self.eps < 1, "in (0, 1)"),
+            ("ema_decay", self.ema_decay is None or 0 <= self.ema_decay < 1, "in [0, 1)"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"--{name.replace('_', '-')} must be {allowed}, got {getattr(self, name)!r}.")
+        if self.importance_sampling and self.weighting != "likelihood":
+            raise ValueError("--importance-sampling needs --weighting likelihood, got --weighting std.")
+
+    def resolved(self, name):
+        """A parameterization field, with the SDE's paper default when unset."""
+        value = getattr(self, name)
+        return PAPER_DEFAULTS[self.sde_type][name] if value is None else value
+
+
+# --- checkpoints -------------------------------------------------------------------------------------------------
+def list_checkpoints(checkpoint_dir):
+    """Completed ``checkpoint-N`` folders, oldest first (temporary, half-written ones are ignored)."""
+    if not os.path.isdir(checkpoint_dir):
+        return []
+    found = []
+    for name in os.listdir(checkpoint_dir):
+        suffix = name[len(CHECKPOINT_PREFIX):]
+        if name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit():
+            found.append((int(suffix), os.path.join(checkpoint_dir, name)))
+    return [path for _, path in sorted(found)]
+
+
+def resolve_resume(resume, checkpoint_dir):
+    if resume == "latest":
+        checkpoints = list_checkpoints(checkpoint_dir)
+        if not checkpoints:
+            raise ValueError(f"--resume latest: no {CHECKPOINT_PREFIX}N folder in {checkpoint_dir!r}.")
+        return checkpoints[-1]
+    if not os.path.isfile(os.path.join(resume, "training_state.json")):
+        raise ValueError(
+            f"--resume {resume!r} is not a checkpoint folder (no training_state.json); pass 'latest' or a"
+            f" {CHECKPOINT_PREFIX}N folder."
+        )
+    return resume
+
+
+def save_checkpoint_atomically(accelerator, checkpoint_dir, step, state, total_limit):
+    """accelerate ``save_state`` into a temporary folder, then rename it to ``checkpoint-<step>``."""
+    import json
+
+    final = os.path.join(checkpoint_dir, f"{CHECKPOINT_PREFIX}{step}")
+    temporary = os.path.join(checkpoint_dir, f".tmp-{CHECKPOINT_PREFIX}{step}")
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+        os.makedirs(checkpoint_dir, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(temporary)
+    if accelerator.is_main_process:
+        # Written last: its presence marks the folder as complete.
+        with open(os.path.join(temporary, "training_state.json"), "w") as handle:
+            json.dump(state, handle)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(temporary, final)
+        for old in list_checkpoints(checkpoint_dir)[:-total_limit]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _micro_batch_seed(seed, micro_batch, rank):
+    """Seed of the (t, z) draws of one micro-batch on one process: a pure function, like the data order, so resuming
+    needs no generator state and stays exact whatever the number of processes."""
+    return (seed * 1_000_003 + micro_batch) * 1009 + rank
+
+
+def _batch_indices(num_examples, batch_size, micro_batch, seed, rank, world_size):
+    """Indices of the micro-batch number ``micro_batch`` for this process: a pure function, so resumption is exact."""
+    per_epoch = num_examples // (batch_size * world_size)
+    if per_epoch < 1:
+        raise ValueError(
+            f"--batch-size {batch_size} x {world_size} processes exceeds the {num_examples} training examples."
+        )
+    epoch, position = divmod(micro_batch, per_epoch)
+    order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+    start = (position * world_size + rank) * batch_size
+    return order[start:start + batch_size]
+
+
+def _warmup(warmup_steps):
+    return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+
+
+def train(config):
+    """Run training as described by a :class:`TrainingConfig`; returns the saved ``ScoreSDEPipeline``."""
+    import json
+
+    from accelerate import Accelerator
+    from diffusers.training_utils import EMAModel
+
+    from ..pipelines import ScoreSDEPipeline
+    from ..schedulers import PredictorCorrectorScheduler
+
+    config.validate()
+    checkpoint_dir = config.checkpoint_dir or os.path.join(config.output_dir, "checkpoints")
+    resume_path = resolve_resume(config.resume, checkpoint_dir) if config.resume else None
+
+    # cpu=True on a machine without CUDA makes torchrun / accelerate launch start a gloo (MULTI_CPU) process group.
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available(),
+                              gradient_accumulation_steps=config.gradient_accumulation_steps)
+    prediction_type, timestep_type, data_centered = (
+        config.resolved(name) for name in ("prediction_type", "timestep_type", "data_centered"))
+    sde = make_sde(config.sde_type, config.sigma_min, config.sigma_max, config.beta_min, config.beta_max)
+    parameterization = Parameterization(sde, prediction_type, timestep_type, config.num_train_timesteps)
+
+    data = load_dataset(config.data, data_centered)
+    torch.manual_seed(config.seed)  # network initialization
+    unet = build_unet(config.model_preset, tuple(data.shape[2:]) if data.shape[2] != data.shape[3] else data.shape[2],
+                      data.shape[1], timestep_type)
+    optimizer = torch.optim.Adam(unet.parameters(), lr=config.learning_rate)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup(config.warmup_steps))
+    # The warm-up counts optimizer steps, whatever the number of processes: the schedule is stepped by hand.
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    ema = EMAModel(accelerator.unwrap_model(unet).parameters(), decay=config.ema_decay or EMA_DECAYS[config.sde_type],
+                   use_ema_warmup=True, power=3 / 4)
+    ema.to(accelerator.device)
+    accelerator.register_for_checkpointing(ema, lr_schedule)
+
+    step = 0
+    if resume_path:
+        accelerator.load_state(resume_path)
+        with open(os.path.join(resume_path, "training_state.json")) as handle:
+            step = json.load(handle)["step"]
+        accelerator.print(f"resumed from {resume_path} at step {step}")
+    last_checkpoint = resume_path
+
+    data = data.to(accelerator.device)
+    unet.train()
+    accumulation = config.gradient_accumulation_steps
+    running = 0.0
+    while step < config.max_steps:
+        for micro in range(accumulation):
+            micro_batch = step * accumulation + micro
+            indices = _batch_indices(len(data), config.batch_size, micro_batch, config.seed,
+                                     accelerator.process_index, accelerator.num_processes)
+            noise = torch.Generator().manual_seed(_micro_batch_seed(config.seed, micro_batch, accelerator.process_index))
+            with accelerator.accumulate(unet):
+                with accelerator.autocast():
+                    loss = denoising_score_matching_loss(
+                        unet, data[indices], sde, parameterization, weighting=config.weighting, eps=config.eps,
+                        reduction=config.reduction, importance_sampling=config.importance_sampling,
+                        generator=noise)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training loss is {loss.item()} at step {step + 1}; stopped without saving. Last good"
+                        f" checkpoint: {last_checkpoint or 'none'} (resume with --resume latest, perhaps with a lower"
+                        " --learning-rate)."
+                    )
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(unet.parameters(), config.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad()
+            running += loss.item() / accumulation
+        step += 1
+        lr_schedule.step()
+        ema.step(accelerator.unwrap_model(unet).parameters())
+        if config.log_every and step % config.log_every == 0:
+            accelerator.print(f"step {step}/{config.max_steps} loss {running / config.log_every:.4f}"
+                              f" lr {lr_schedule.get_last_lr()[0]:.2e} ema decay {ema.cur_decay_value:.4f}")
+            running = 0.0
+        if config.checkpointing_steps and step % config.checkpointing_steps == 0:
+            state = {"step": step, "config": dataclasses.asdict(config)}
+            last_checkpoint = save_checkpoint_atomically(accelerator, checkpoint_dir, step, state,
+                                                         config.checkpoints_total_limit)
+
+    accelerator.wait_for_everyone()
+    final = accelerator.unwrap_model(unet)
+    ema.copy_to(final.parameters())
+    scheduler = PredictorCorrectorScheduler(
+        sde_type=config.sde_type, sigma_min=config.sigma_min, sigma_max=config.sigma_max, beta_min=config.beta_min,
+        beta_max=config.beta_max, num_train_timesteps=config.num_train_timesteps, prediction_type=prediction_type,
+        timestep_type=timestep_type, data_centered=data_centered)
+    pipeline = ScoreSDEPipeline(unet=final.eval(), scheduler=scheduler)
+    if accelerator.is_main_process:
+        pipeline.save_pretrained(config.output_dir)
+        accelerator.print(f"saved the EMA pipeline to {config.output_dir}")
+    accelerator.end_training()
+    return pipeline

@@ -1,0 +1,66 @@
+"""Closed-form references shared by the fast-sampler tests: a 64-dimensional mixture pipeline and the exact
+probability-flow map of a single Gaussian."""
+
+import math
+
+import pytest
+import torch
+
+from diffusers_sde import GaussianMixture, GaussianMixtureModel, ScoreSDEPipeline
+
+SHAPE64 = (1, 8, 8)  # 64-dimensional "images"
+MEAN, VARIANCE = 0.7, 0.09  # the smooth case: data N(MEAN, VARIANCE I)
+
+
+def mixture64():
+    return GaussianMixture.random(64, num_components=3, spread=2.0, scale=0.3)
+
+
+def mixture_pipeline(mixture, scheduler):
+    """ScoreSDEPipeline over the exact network of ``mixture``, in the scheduler's parameterization."""
+    config = scheduler.config
+    model = GaussianMixtureModel.from_mixture(
+        mixture, SHAPE64[0], SHAPE64[1], sde_type=config.sde_type, sigma_min=config.sigma_min,
+        sigma_max=config.sigma_max, beta_min=config.beta_min, beta_max=config.beta_max,
+        num_train_timesteps=config.num_train_timesteps, prediction_type=config.prediction_type,
+        timestep_type=config.timestep_type,
+    )
+    pipe = ScoreSDEPipeline(unet=model, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def gaussian_score(sde):
+    """Exact score of N(MEAN, VARIANCE I) under ``sde``, for a scalar or per-sample time, computed in float64."""
+
+    def score(x, t):
+        a, s = sde.marginal(torch.as_tensor(t, dtype=torch.float64))
+        a, s = (value.reshape(-1, *([1] * (x.dim() - 1))) if value.dim() else value for value in (a, s))
+        return (-(x.double() - a * MEAN) / (a**2 * VARIANCE + s**2)).to(x.dtype)
+
+    return score
+
+
+def exact_ode_sample(sde, latents, eps):
+    """Where the probability-flow ODE takes ``latents`` from t = 1 to eps, followed by the noise removal (Tweedie).
+
+    For Gaussian data each coordinate keeps its standardized value (x - a MEAN) / sqrt(a^2 VARIANCE + s^2).
+    """
+    (a1, s1), (a, s) = (sde.marginal(torch.tensor(t, dtype=torch.float64)) for t in (1.0, eps))
+    standardized = (latents.double() - a1 * MEAN) / torch.sqrt(a1**2 * VARIANCE + s1**2)
+    x = a * MEAN + torch.sqrt(a**2 * VARIANCE + s**2) * standardized
+    return MEAN + a * VARIANCE / (a**2 * VARIANCE + s**2) * (x - a * MEAN)
+
+
+def observed_order(errors):
+    """log2 of the ratio of successive errors when the step halves."""
+    return [math.log2(coarse / fine) for coarse, fine in zip(errors[:-1], errors[1:])]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """These tests run many small ops; on a shared 2-core machine one thread is ~10x faster than two under load."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

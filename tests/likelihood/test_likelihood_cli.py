@@ -1,0 +1,66 @@
+"""The `diffusers-sde likelihood` command on a saved exact-mixture pipeline and a folder of PNGs."""
+
+import math
+import re
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from likelihood_helpers import exact_pipeline, mixture_samples
+
+from diffusers_sde import ScoreSDEPipeline
+from diffusers_sde.cli import main
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("likelihood_cli")
+    pipe, mixture = exact_pipeline("vp", channels=1, size=2)
+    pipe.save_pretrained(root / "model")
+    unit = (mixture_samples(mixture, 5, (1, 2, 2)) + 1) / 2  # VP models data in [-1, 1]
+    pixels = (unit * 256).floor().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    (root / "data").mkdir()
+    for i, image in enumerate(pixels):
+        PIL.Image.fromarray(image[..., 0], mode="L").save(root / "data" / f"{i:02d}.png")
+    return root, pixels
+
+
+def test_cli_prints_mean_bits_per_dim_with_a_confidence_interval(saved, capsys):
+    root, pixels = saved
+    main(["likelihood", "--model", str(root / "model"), "--data", str(root / "data"), "--divergence", "exact",
+          "--seed", "3", "--batch-size", "2", "--per-image"])
+    printed = capsys.readouterr().out
+    match = re.search(r"5 images, ([0-9.]+) \+- ([0-9.]+) bits/dim \(95% CI\)", printed)
+    assert match, printed
+    # The same numbers through the Python API on the same pixels, same seed and batching.
+    pipe = ScoreSDEPipeline.from_pretrained(root / "model")
+    generator = torch.Generator().manual_seed(3)
+    values = torch.cat([pipe.log_likelihood(pixels[i : i + 2], generator=generator, divergence="exact").bits_per_dim
+                        for i in range(0, 5, 2)])
+    assert float(match.group(1)) == pytest.approx(values.mean().item(), abs=1e-4)
+    assert float(match.group(2)) == pytest.approx(1.96 * values.std().item() / math.sqrt(5), abs=1e-4)
+    assert len(re.findall(r"^\d\d\.png\t", printed, flags=re.M)) == 5
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--rtol", "0"], "rtol"),
+        (["--repeats", "0"], "--repeats"),
+        (["--data", "/nonexistent-folder"], "--data"),
+    ],
+)
+def test_cli_bad_arguments_are_named(saved, extra, message):
+    root, _ = saved
+    argv = ["likelihood", "--model", str(root / "model"), "--data", str(root / "data"), "--limit", "1", *extra]
+    with pytest.raises(SystemExit) as error:
+        main(argv)
+    assert message in str(error.value)
+
+
+def test_cli_rejects_images_of_the_wrong_size(saved, tmp_path):
+    root, _ = saved
+    PIL.Image.fromarray(np.zeros((3, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    with pytest.raises(SystemExit, match=r"3x3 pixels, the model takes 2x2"):
+        main(["likelihood", "--model", str(root / "model"), "--data", str(tmp_path)])

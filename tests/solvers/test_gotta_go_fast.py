@@ -1,0 +1,108 @@
+"""The "Gotta Go Fast" adaptive reverse-SDE solver, and the pipeline's solver= switch, against closed-form truth."""
+
+import pytest
+import torch
+from exact_gaussian import gaussian_score, mixture64, mixture_pipeline, single_thread  # noqa: F401 (autouse fixture)
+
+from diffusers_sde import PredictorCorrectorScheduler, VESDE, VPSDE
+from diffusers_sde.solvers import MaxNFEExceededError, sample_gotta_go_fast
+
+
+@pytest.fixture(scope="module")
+def mixture():
+    return mixture64()
+
+
+@pytest.mark.parametrize("sde_type", ["ve", "vp", "subvp"])
+def test_reproduces_the_mixture_with_the_published_defaults(mixture, sde_type):
+    pipe = mixture_pipeline(mixture, PredictorCorrectorScheduler(sde_type=sde_type))
+    out = pipe(batch_size=400, generator=torch.Generator().manual_seed(6), output_type="latent", solver="gotta_go_fast")
+    fidelity = mixture.fidelity(out.images.flatten(1))
+    assert abs(fidelity["variance_ratio"] - 1) < 0.04, fidelity
+    assert fidelity["mode_weight_error"] < 0.08, fidelity
+    assert out.nfe < 1000  # the point of the method: well under the paper's 1000-2000 fixed steps
+
+
+def test_tighter_tolerance_costs_more_evaluations_and_stays_accurate():
+    # Single Gaussian N(0.7, 0.09) in 64 dimensions: the output's variance against the truth, over many samples.
+    # (Discarding the noise of rejected steps, as the published algorithm does, biases the variance slightly upward
+    # as the tolerance tightens; it stays within 3% at the published defaults, see docs/fast_samplers.md.)
+    sde = VPSDE()
+    latents = torch.randn(2000, 64, generator=torch.Generator().manual_seed(0))
+    results = []
+    for rtol in (0.2, 0.05, 0.01):
+        sample, nfe = sample_gotta_go_fast(sde, gaussian_score(sde), latents, 1e-3, rtol=rtol,
+                                           generator=torch.Generator().manual_seed(1))
+        results.append((nfe, abs(sample.double().var().item() / 0.09 - 1)))
+    assert results[0][0] < results[1][0] < results[2][0], results
+    assert all(error < 0.03 for _, error in results), results
+
+
+def test_step_sizes_are_per_sample():
+    # A sample's trajectory, hence its result, depends only on its own noise: shuffling the batch permutes the output.
+    sde = VESDE()
+    latents = torch.randn(6, 16, generator=torch.Generator().manual_seed(0)) * sde.prior_std
+    generators = [torch.Generator().manual_seed(10 + i) for i in range(6)]
+    forward, _ = sample_gotta_go_fast(sde, gaussian_score(sde), latents, 1e-5, generator=generators)
+    order = [5, 3, 1, 0, 2, 4]
+    shuffled_generators = [torch.Generator().manual_seed(10 + i) for i in order]
+    shuffled, _ = sample_gotta_go_fast(sde, gaussian_score(sde), latents[order], 1e-5, generator=shuffled_generators)
+    torch.testing.assert_close(shuffled, forward[order], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("solver", ["gotta_go_fast"])  # not "ode": RK45 takes one step size for the whole batch
+def test_same_generator_same_sample_at_batch_sizes_1_and_8(mixture, solver):
+    pipe = mixture_pipeline(mixture, PredictorCorrectorScheduler(sde_type="subvp"))
+
+    def run(batch_size):
+        generators = [torch.Generator().manual_seed(300 + i) for i in range(batch_size)]
+        return pipe(batch_size=batch_size, generator=generators, output_type="latent", solver=solver, rtol=0.05)
+
+    single, batch = run(1), run(8)
+    torch.testing.assert_close(batch.images[:1], single.images, rtol=1e-4, atol=1e-4)
+
+
+def test_ode_solver_reproduces_the_mixture(mixture):
+    pipe = mixture_pipeline(mixture, PredictorCorrectorScheduler(sde_type="vp"))
+    out = pipe(batch_size=400, generator=torch.Generator().manual_seed(7), output_type="latent", solver="ode",
+               rtol=1e-4, atol=1e-4)
+    fidelity = mixture.fidelity(out.images.flatten(1))
+    assert abs(fidelity["variance_ratio"] - 1) < 0.03, fidelity
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, fragment",
+    [
+        (dict(rtol=0.0), ValueError, "rtol must be a finite number > 0, got 0.0"),
+        (dict(atol=-0.01), ValueError, "atol must be a finite number > 0, got -0.01"),
+        (dict(max_nfe=20), MaxNFEExceededError, "max_nfe=20"),
+        (dict(method="euler"), ValueError, "solver='gotta_go_fast' chooses its own steps and has no method"),
+        (dict(num_inference_steps=10), ValueError, "num_inference_steps=10"),
+    ],
+)
+def test_bad_input(mixture, kwargs, error, fragment):
+    pipe = mixture_pipeline(mixture, PredictorCorrectorScheduler(sde_type="ve"))
+    with pytest.raises(error) as raised:
+        pipe(batch_size=2, output_type="latent", solver="gotta_go_fast", **kwargs)
+    assert fragment in str(raised.value)
+
+
+def test_step_underflow_names_the_time():
+    sde = VPSDE()
+    latents = torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(FloatingPointError, match=r"min_step=0.005 at t=1\b"):
+        sample_gotta_go_fast(sde, gaussian_score(sde), latents, 1e-3, rtol=1e-9, atol=1e-9, min_step=5e-3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        (dict(solver="rk4"), "solver must be None or one of ('torchsde', 'gotta_go_fast', 'ode'), got 'rk4'"),
+        (dict(rtol=1e-3), "only apply with solver in"),
+    ],
+)
+def test_pipeline_rejects_unknown_solver_and_stray_options(mixture, kwargs, fragment):
+    pipe = mixture_pipeline(mixture, PredictorCorrectorScheduler(sde_type="vp"))
+    with pytest.raises(ValueError) as raised:
+        pipe(batch_size=2, output_type="latent", **kwargs)
+    assert fragment in str(raised.value)
