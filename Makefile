@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/diffusers-sde sample --out out/demo.png
+	$(BIN)/diffusers-sde sample --steps 200 --batch-size 100 --out out/demo.png
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q

@@ -1,6 +1,7 @@
 """ScoreSDEPipeline: unconditional sampling of a score-SDE model with any diffusers-sde scheduler."""
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,8 +55,8 @@ class ScoreSDELikelihoodOutput(BaseOutput):
         bits_per_dim (`torch.Tensor`): ``nll`` in bits per dimension.
         prior_nll (`torch.Tensor`): -log p_1(x_1), the prior term at the encoded latents.
         ode_nll (`torch.Tensor`): -int_eps^1 div v dt, the change of variables along the probability-flow ODE.
-        dequantization_nll (`torch.Tensor`): D (log 256 - log(high - low)) for integer images, from the uniform
-            dequantization and the map [0, 1] -> [low, high] of the model's data range; 0 for a tensor.
+        dequantization_nll (`torch.Tensor`): D (log k - log(high - low)) for integer images of k levels (``num_levels``),
+            from the uniform dequantization and the map [0, 1] -> [low, high] of the model's data range; 0 for a tensor.
         nfe (`int`): network evaluations over all repeats (each with its vector-Jacobian products).
     """
 
@@ -130,6 +131,23 @@ def slerp(start, end, weight):
     weight_start = torch.where(parallel, torch.full_like(sine, 1 - weight), torch.sin((1 - weight) * angle) / safe_sine)
     weight_end = torch.where(parallel, torch.full_like(sine, weight), torch.sin(weight * angle) / safe_sine)
     return (weight_start[:, None] * a + weight_end[:, None] * b).view_as(start).to(start.dtype)
+
+
+def _check_num_levels(num_levels, pixels):
+    """``num_levels`` (None -> 256) must be an integer >= 2 above every pixel value; returns it."""
+    if num_levels is None:
+        return 256
+    if isinstance(num_levels, bool) or not isinstance(num_levels, numbers.Integral) or num_levels < 2:
+        raise ValueError(f"num_levels must be an integer >= 2 (the number of integer values, 0..num_levels-1), got"
+                         f" {num_levels!r}.")
+    if pixels is None:
+        raise ValueError(f"num_levels={num_levels!r} only applies to integer images; a floating tensor is scored as a"
+                         " continuous density. Pass the integer values (uint8) to have them dequantized.")
+    largest = pixels.max().item()
+    if largest >= num_levels:
+        raise ValueError(f"num_levels={num_levels} allows integer values 0..{num_levels - 1}, but the images hold a"
+                         f" maximum value of {largest}; raise num_levels to at least {largest + 1}.")
+    return int(num_levels)
 
 
 def _sample_shape(unet):
@@ -359,13 +377,15 @@ class ScoreSDEPipeline(DiffusionPipeline):
         probe: str = "rademacher",
         num_probes: int = 1,
         max_nfe: int = 10_000,
+        num_levels: int = None,
         return_dict: bool = True,
     ):
         """Negative log-likelihood and bits/dim of images under the probability-flow ODE (Song et al. 2021, App. D).
 
-        Integer images (PIL, uint8 numpy or tensor) are uniformly dequantized, u = (pixels + U) / 256 with U ~ U[0, 1)^D,
-        mapped affinely to the model's data range, and scored with the change-of-variables correction
-        D (log 256 - log(high - low)) (docs/likelihood.md): an upper bound on -log P(pixels). A floating tensor already
+        Integer images (PIL, uint8 numpy or tensor) of k = ``num_levels`` levels are uniformly dequantized,
+        u = (pixels + U) / k with U ~ U[0, 1)^D, mapped affinely to the model's data range, and scored with the
+        change-of-variables correction D (log k - log(high - low)) (docs/likelihood.md): an upper bound on
+        -log P(pixels). A floating tensor already
         in the model's range is scored as a continuous density, with no correction.
 
         Args:
@@ -381,12 +401,15 @@ class ScoreSDEPipeline(DiffusionPipeline):
             probe (`str`): Hutchinson probes, ``rademacher`` (paper) or ``gaussian``.
             num_probes (`int`): Hutchinson probes averaged per evaluation.
             max_nfe (`int`): error out past this many network evaluations in one solve.
+            num_levels (`int`, *optional*): how many values the integer images take, 0..num_levels-1 (default 256,
+                8-bit); e.g. 17 for the sklearn digits (0..16). Only for integer images.
             return_dict (`bool`): return a :class:`ScoreSDELikelihoodOutput` instead of a tuple
                 ``(nll, bits_per_dim, nfe)``.
         """
         if isinstance(num_repeats, bool) or not isinstance(num_repeats, int) or num_repeats < 1:
             raise ValueError(f"num_repeats must be an integer >= 1, got {num_repeats!r}.")
         pixels, data = self._prepare_data(images)
+        num_levels = _check_num_levels(num_levels, pixels)
         ode = self._probability_flow_ode(rtol, atol, method, max_nfe)
         device = self._execution_device
         reference = pixels if data is None else data
@@ -397,7 +420,7 @@ class ScoreSDEPipeline(DiffusionPipeline):
         for _ in range(num_repeats):
             if data is None:
                 noise = torch.rand(pixels.shape, generator=generator, dtype=torch.float64)
-                x = self._to_model_range((pixels.to(torch.float64) + noise) / 256).to(device=device, dtype=torch.float32)
+                x = self._to_model_range((pixels.to(torch.float64) + noise) / num_levels).to(device=device, dtype=torch.float32)
             else:
                 x = data.to(device=device, dtype=torch.promote_types(data.dtype, torch.float32))
             result = ode.log_likelihood(x, eps=eps, divergence=divergence, probe=probe, num_probes=num_probes,
@@ -407,9 +430,9 @@ class ScoreSDEPipeline(DiffusionPipeline):
             nfe += result.nfe
         self.maybe_free_model_hooks()
 
-        # Each integer value owns a cube of side 1 / 256 in [0, 1]^D, mapped onto a cube of side (high - low) / 256.
+        # Each integer value owns a cube of side 1 / k in [0, 1]^D, mapped onto a cube of side (high - low) / k.
         low, high = _data_range(self.scheduler)
-        correction = dim * (math.log(256) - math.log(high - low)) if data is None else 0.0
+        correction = dim * (math.log(num_levels) - math.log(high - low)) if data is None else 0.0
         dequantization_nll = torch.full((batch,), correction, dtype=torch.float64)
         nll = prior_nll + ode_nll + dequantization_nll
         bits_per_dim = nll / (dim * math.log(2))

@@ -6,6 +6,8 @@ flattened to (batch, features). The diffusion g(t) does not depend on x, so the 
 SDE coincide and every torchsde method below solves the same equation.
 """
 
+import warnings
+
 import torch
 import torchsde
 from torchsde._brownian.brownian_base import BaseBrownian
@@ -147,7 +149,11 @@ def sample_reverse_sde(sde, score_fn, latents, sampling_eps, method="euler", num
         levy_area_approximation=levy_area_for(method),
     )
     options = {"grad_free": True} if method == "milstein" else None  # dg/dx = 0: skip autograd
-    path = torchsde.sdeint(reverse, y0, times, bm=bm, method=method, dt=step, adaptive=adaptive, rtol=rtol,
-                           atol=atol, options=options)
+    with warnings.catch_warnings():
+        # torchsde warns that adaptive Euler-Maruyama may not converge for non-additive noise; our noise is additive
+        # (g depends on t only) but declared diagonal, since torchsde's "additive" type wants a (B, D, D) matrix.
+        warnings.filterwarnings("ignore", message="Numerical solution is not guaranteed to converge")
+        path = torchsde.sdeint(reverse, y0, times, bm=bm, method=method, dt=step, adaptive=adaptive, rtol=rtol,
+                               atol=atol, options=options)
     x = path[-1].view_as(latents)
     return remove_noise(sde, x, score_fn(x, torch.tensor(sampling_eps, dtype=x.dtype)), sampling_eps), reverse.nfe + 1

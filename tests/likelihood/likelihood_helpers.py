@@ -21,15 +21,16 @@ def unit_mixture(channels, size, seed=0):
     return GaussianMixture(torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64), means, stds**2)
 
 
-def exact_pipeline(sde_type, channels=2, size=2, data_centered=None, seed=0, **sde_config):
-    """A ScoreSDEPipeline whose network is the exact score of ``unit_mixture`` mapped to the model's data range.
+def exact_pipeline(sde_type, channels=2, size=2, data_centered=None, seed=0, unit=None, **sde_config):
+    """A ScoreSDEPipeline whose network is the exact score of ``unit`` (default ``unit_mixture``), a mixture on
+    [0, 1]^D, mapped to the model's data range.
 
     ``sde_config`` (sigma_max, ...) goes to both the scheduler and the model. Returns the pipeline and the mixture in
     the model's range.
     """
     scheduler = ProbabilityFlowScheduler(sde_type=sde_type, data_centered=data_centered, **sde_config)
     low, high = (-1.0, 1.0) if scheduler.config.data_centered else (0.0, 1.0)
-    unit = unit_mixture(channels, size, seed)
+    unit = unit_mixture(channels, size, seed) if unit is None else unit
     mixture = GaussianMixture(unit.weights, low + (high - low) * unit.means, (high - low) ** 2 * unit.variances)
     model = GaussianMixtureModel.from_mixture(
         mixture, channels, size, sde_type=sde_type, prediction_type=scheduler.config.prediction_type,

@@ -49,6 +49,8 @@ def test_cli_prints_mean_bits_per_dim_with_a_confidence_interval(saved, capsys):
         (["--rtol", "0"], "rtol"),
         (["--repeats", "0"], "--repeats"),
         (["--data", "/nonexistent-folder"], "--data"),
+        (["--levels", "1"], "--levels must be >= 2"),
+        (["--levels", "3"], "--levels 3 allows pixel values 0..2"),
     ],
 )
 def test_cli_bad_arguments_are_named(saved, extra, message):
@@ -64,3 +66,17 @@ def test_cli_rejects_images_of_the_wrong_size(saved, tmp_path):
     PIL.Image.fromarray(np.zeros((3, 3), dtype=np.uint8)).save(tmp_path / "big.png")
     with pytest.raises(SystemExit, match=r"3x3 pixels, the model takes 2x2"):
         main(["likelihood", "--model", str(root / "model"), "--data", str(tmp_path)])
+
+
+def test_cli_levels_reach_the_pipeline(saved, tmp_path, capsys):
+    root, pixels = saved
+    few_levels = (pixels.astype(np.int64) * 17 // 256).astype(np.uint8)  # the same images at 17 grey levels, 0..16
+    for i, image in enumerate(few_levels):
+        PIL.Image.fromarray(image[..., 0], mode="L").save(tmp_path / f"{i:02d}.png")
+    main(["likelihood", "--model", str(root / "model"), "--data", str(tmp_path), "--divergence", "exact",
+          "--seed", "3", "--levels", "17"])
+    match = re.search(r"5 images, ([0-9.]+) \+-", capsys.readouterr().out)
+    pipe = ScoreSDEPipeline.from_pretrained(root / "model")
+    values = pipe.log_likelihood(few_levels, generator=torch.Generator().manual_seed(3), divergence="exact",
+                                 num_levels=17).bits_per_dim
+    assert float(match.group(1)) == pytest.approx(values.mean().item(), abs=1e-4)

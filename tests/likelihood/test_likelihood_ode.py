@@ -8,7 +8,7 @@ import pytest
 import torch
 from likelihood_helpers import SDE_TYPES, mixture_log_prob, bits, exact_pipeline, mixture_samples
 
-from diffusers_sde import MaxNFEExceededError, ProbabilityFlowODE, score_function
+from diffusers_sde import GaussianMixture, MaxNFEExceededError, ProbabilityFlowODE, score_function
 
 EPS = 1e-5
 TOL = dict(rtol=1e-6, atol=1e-6)
@@ -106,6 +106,64 @@ def test_integer_images_get_the_dequantization_bound(data_centered):
     # The correction is D (log 256 - log(high - low)): 8 bits/dim on [0, 1], 7 on [-1, 1].
     torch.testing.assert_close(bits(out.dequantization_nll, dim), torch.full((4 * copies,), 8.0 - math.log2(high - low),
                                                                               dtype=torch.float64))
+
+
+def _expected_gaussian_nll(mean, variance, low_edges, high_edges):
+    """E_U[-log N(y; mean, variance)] for y uniform on the boxes [low_edges, high_edges), summed over dimensions."""
+    # E[(y - m)^2] for y ~ U[a, b) is ((b - m)^3 - (a - m)^3) / (3 (b - a)).
+    second_moment = ((high_edges - mean) ** 3 - (low_edges - mean) ** 3) / (3 * (high_edges - low_edges))
+    return (0.5 * torch.log(2 * math.pi * variance) + second_moment / (2 * variance)).sum(-1)
+
+
+@pytest.mark.parametrize("num_levels, data_centered", [(17, True), (4, False)])
+def test_k_level_dequantization_bound_matches_the_gaussian_in_closed_form(num_levels, data_centered):
+    """For integer values 0..k-1 under a single Gaussian, E_U[-log p(y)] - D log(high - low) + D log k is exact."""
+    generator = torch.Generator().manual_seed(2)
+    unit = GaussianMixture(torch.ones(1, dtype=torch.float64), 0.3 + 0.4 * torch.rand(1, 4, generator=generator,
+                           dtype=torch.float64), torch.full((1, 4), 0.15**2, dtype=torch.float64))
+    pipe, gaussian = exact_pipeline("vp", channels=1, size=2, data_centered=data_centered, unit=unit)
+    low, high = (-1.0, 1.0) if data_centered else (0.0, 1.0)
+    values = (unit.sample(3, generator=generator)[0] * num_levels).floor().clamp(0, num_levels - 1)
+    copies = 48  # independent dequantizations of each image, in one batch
+    pixels = values.to(torch.uint8).view(3, 1, 2, 2).repeat_interleave(copies, 0)
+    out = pipe.log_likelihood(pixels, divergence="exact", generator=torch.Generator().manual_seed(0), eps=EPS,
+                              num_levels=num_levels)
+    dim = 4
+    # Independent truth: the cell of value k is [low + (high - low) k / K, low + (high - low) (k + 1) / K) per
+    # dimension, and p_eps is the Gaussian N(a mu, a^2 sigma^2 + s^2) at the data time.
+    a, s = pipe.scheduler.sde.marginal(torch.tensor(EPS, dtype=torch.float64))
+    width = (high - low) / num_levels
+    expected_nats = _expected_gaussian_nll(a * gaussian.means[0], a**2 * gaussian.variances[0] + s**2,
+                                           low + width * values, low + width * (values + 1))
+    expected_nats += dim * (math.log(num_levels) - math.log(high - low))
+    estimates = bits(out.nll, dim).view(3, copies)
+    standard_error = estimates.std(1) / math.sqrt(copies)
+    assert ((estimates.mean(1) - bits(expected_nats, dim)).abs() < 4 * standard_error + 0.005).all()
+    # Reading the values at 256 levels would move the figure by log2(256 / k) >= 4 bits/dim: the check has teeth.
+    assert standard_error.max() < 0.25
+    torch.testing.assert_close(bits(out.dequantization_nll, dim),
+                               torch.full((3 * copies,), math.log2(num_levels) - math.log2(high - low),
+                                          dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "num_levels, names",
+    [(1, ["num_levels", ">= 2", "1"]), (16.5, ["num_levels", "16.5"]), (True, ["num_levels", "True"]),
+     (8, ["num_levels=8", "maximum value of 12", "at least 13"])],
+)
+def test_bad_num_levels_are_named(num_levels, names):
+    pipe, _ = exact_pipeline("vp", channels=1, size=2)
+    pixels = torch.tensor([[[[0, 3], [12, 7]]]], dtype=torch.uint8)
+    with pytest.raises(ValueError) as error:
+        pipe.log_likelihood(pixels, num_levels=num_levels)
+    for name in names:
+        assert name in str(error.value)
+
+
+def test_num_levels_with_a_floating_tensor_is_an_error():
+    pipe, mixture = exact_pipeline("vp", channels=1, size=2)
+    with pytest.raises(ValueError, match=r"num_levels=17 only applies to integer images"):
+        pipe.log_likelihood(mixture_samples(mixture, 2, (1, 2, 2)), num_levels=17)
 
 
 def test_pil_images_are_scored_like_the_same_uint8_array_and_repeats_average():
