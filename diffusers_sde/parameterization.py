@@ -12,6 +12,8 @@ with ``x = a(t) x_0 + s(t) z`` the SDE's perturbation kernel. ``timestep_type`` 
 DDPM `UNet2DModel` wants) or ``continuous`` (t itself).
 """
 
+from .sde import tweedie_denoise
+
 PREDICTION_TYPES = ("score", "epsilon", "sample", "v_prediction")
 TIMESTEP_TYPES = ("sigma", "discrete", "continuous")
 
@@ -74,7 +76,7 @@ class Parameterization:
         epsilon = -s * score
         if kind == "epsilon":
             return epsilon
-        x0 = (x + s**2 * score) / a
+        x0 = tweedie_denoise(x, score, a, s)
         if kind == "sample":
             return x0
         return a * epsilon - s * x0

@@ -105,6 +105,12 @@ class ScoreSDE:
         return ratio - 1, variance.sqrt()
 
 
+def tweedie_denoise(x, score, a, s):
+    """E[x_0 | x_t] = (x + s^2 score) / a (Tweedie's formula) for the kernel x_t = a x_0 + s z: the paper's final
+    noise removal, the ancestral step's x_0 and the data prediction of the exponential integrators."""
+    return (x + s**2 * score) / a
+
+
 def gaussian_transition(a_from, s_from, a_to, s_to):
     """Exact forward transition between two noise levels of a linear SDE: x_to = r x_from + sqrt(v) z.
 

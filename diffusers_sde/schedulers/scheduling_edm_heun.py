@@ -9,6 +9,7 @@ import math
 
 from diffusers.configuration_utils import register_to_config
 
+from ..sde import tweedie_denoise
 from .scheduling_score_sde import ScoreSDESchedulerMixin
 from .time_grids import check_spacing, time_from_log_snr, time_grid
 
@@ -101,7 +102,7 @@ class EDMHeunScheduler(ScoreSDESchedulerMixin):
             return_dict (`bool`): return a :class:`ScoreSDESchedulerOutput` instead of a tuple.
         """
         kind, level, other = self._next_entry(sample)
-        denoised = (sample + level.s**2 * self._score(model_output, sample, level)) / level.a  # D, Tweedie
+        denoised = tweedie_denoise(sample, self._score(model_output, sample, level), level.a, level.s)  # EDM's D
         if kind == "denoise":
             return self._output(denoised, denoised, level, return_dict)
         sigma = level.s / level.a

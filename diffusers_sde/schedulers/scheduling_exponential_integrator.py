@@ -18,6 +18,7 @@ import math
 
 from diffusers.configuration_utils import register_to_config
 
+from ..sde import tweedie_denoise
 from .scheduling_score_sde import ScoreSDESchedulerMixin
 from .time_grids import check_spacing, time_grid
 
@@ -94,7 +95,7 @@ class ExponentialIntegratorScheduler(ScoreSDESchedulerMixin):
             return_dict (`bool`): return a :class:`ScoreSDESchedulerOutput` instead of a tuple.
         """
         kind, level, next_level = self._next_entry(sample)
-        x0 = (sample + level.s**2 * self._score(model_output, sample, level)) / level.a  # Tweedie
+        x0 = tweedie_denoise(sample, self._score(model_output, sample, level), level.a, level.s)
         if kind == "denoise":
             self._history = []
             return self._output(x0, x0, level, return_dict)

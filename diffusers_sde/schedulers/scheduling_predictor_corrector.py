@@ -5,7 +5,7 @@ import math
 import torch
 from diffusers.configuration_utils import register_to_config
 
-from ..sde import gaussian_transition
+from ..sde import gaussian_transition, tweedie_denoise
 from .scheduling_score_sde import ScoreSDESchedulerMixin, _Level
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama", "ancestral", "none")
@@ -146,6 +146,6 @@ class PredictorCorrectorScheduler(ScoreSDESchedulerMixin):
             # Eq. 46: x_{i-1} = x_i - f_i(x_i) + G_i^2 score + G_i z, with f_i, G_i from the SDE's discretization.
             return x - (ratio - 1) * x + variance * score, math.sqrt(variance)
         # Ancestral: the exact Gaussian posterior q(x_{i-1} | x_i, x_0) at Tweedie's x_0 (Eq. 47 for VE, DDPM for VP).
-        x0 = (x + level.s**2 * score) / level.a
+        x0 = tweedie_denoise(x, score, level.a, level.s)
         mean = (ratio * next_level.s**2 * x + next_level.a * variance * x0) / level.s**2
         return mean, math.sqrt(variance * next_level.s**2) / level.s

@@ -2,6 +2,7 @@
 
 from diffusers.configuration_utils import register_to_config
 
+from ..sde import tweedie_denoise
 from .scheduling_score_sde import ScoreSDESchedulerMixin
 
 SOLVERS = ("euler", "heun")
@@ -73,7 +74,7 @@ class ProbabilityFlowScheduler(ScoreSDESchedulerMixin):
         kind, level, other = self._next_entry(sample)
         score = self._score(model_output, sample, level)
         if kind == "denoise":
-            prev_sample = (sample + level.s**2 * score) / level.a  # Tweedie
+            prev_sample = tweedie_denoise(sample, score, level.a, level.s)
         elif kind == "euler":
             drift = self._drift(score, sample, level)
             prev_sample = sample + drift * (other.t - level.t)

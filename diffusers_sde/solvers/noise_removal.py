@@ -2,8 +2,10 @@
 
 import torch
 
+from ..sde import tweedie_denoise
+
 
 def remove_noise(sde, x, score, t):
     """E[x_0 | x_t] = (x + s(t)^2 score) / a(t), for a scalar time ``t``."""
     a, s = sde.marginal(torch.as_tensor(t, dtype=torch.float64))
-    return (x + s.item() ** 2 * score) / a.item()
+    return tweedie_denoise(x, score, a.item(), s.item())
