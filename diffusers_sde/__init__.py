@@ -24,7 +24,8 @@ from .schedulers import (
 from .sde import SDE_TYPES, ScoreSDE, SubVPSDE, VESDE, VPSDE, make_sde
 from .solvers import DIVERGENCES, PROBES, MaxNFEExceededError, ProbabilityFlowODE, score_function
 from .solvers import ProbabilityFlowLikelihoodOutput, ProbabilityFlowODEOutput
-from .training import TrainingConfig, denoising_score_matching_loss, sliced_score_matching_loss, train
+from .training import TrainingConfig, denoising_score_matching_loss, discrete_score_matching_loss, sliced_score_matching_loss
+from .training import train
 
 __version__ = "0.1.0"
 
@@ -40,5 +41,6 @@ __all__ = [
     "DIVERGENCES", "PROBES", "MaxNFEExceededError", "ProbabilityFlowODE", "ProbabilityFlowODEOutput",
     "ProbabilityFlowLikelihoodOutput", "score_function",
     "ScoreSDE", "VESDE", "VPSDE", "SubVPSDE", "make_sde",
-    "TrainingConfig", "denoising_score_matching_loss", "sliced_score_matching_loss", "train",
+    "TrainingConfig", "denoising_score_matching_loss", "discrete_score_matching_loss", "sliced_score_matching_loss",
+    "train",
 ]

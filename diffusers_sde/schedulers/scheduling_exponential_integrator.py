@@ -20,7 +20,7 @@ from diffusers.configuration_utils import register_to_config
 
 from ..sde import tweedie_denoise
 from .scheduling_score_sde import ScoreSDESchedulerMixin
-from .time_grids import check_spacing, time_grid
+from .time_grids import check_spacing, log_snr, time_grid
 
 SOLVER_ORDERS = (1, 2, 3)
 
@@ -38,6 +38,12 @@ class ExponentialIntegratorScheduler(ScoreSDESchedulerMixin):
     at ``sampling_eps``, returns the data prediction x0 (the noise removal, which is also the exact limit of the step
     to s = 0). Because it is written from a(t) and s(t) only, it samples VE, VP and sub-VP models alike.
 
+    The grid stops refining at ``lambda_max_clipped``: past it the noise is far below the data's scale, x0 barely
+    changes and steps there buy no accuracy. sub-VP needs this: its s(t) ~ beta_min t near 0 puts lambda(sampling_eps)
+    near 9, against 4.6 for VP and VE, so a grid uniform up to it spends about a third of its steps where nothing
+    happens. A step that ends past the clip is taken at order 1 (DPM-Solver's lower-order final step): it is long in
+    lambda, and the extrapolated derivatives of the higher orders would only add error over it.
+
     Args:
         sde_type, sigma_min, sigma_max, beta_min, beta_max, num_train_timesteps, sampling_eps, prediction_type,
         timestep_type, data_centered: the SDE and the network's parameterization, exactly as in
@@ -47,6 +53,10 @@ class ExponentialIntegratorScheduler(ScoreSDESchedulerMixin):
         timestep_spacing (`str`): ``log_snr`` (uniform in lambda, DPM-Solver's choice; default), ``uniform_time``
             or ``karras`` (EDM rho-polynomial in sigma = s / a).
         rho (`float`): exponent of the ``karras`` spacing.
+        lambda_max_clipped (`float` or `None`): the log-SNR log(a / s) past which the ``log_snr`` and ``karras`` grids
+            refine no further; see :func:`~diffusers_sde.schedulers.time_grids.time_grid`. Default log(100): noise
+            s / a = 1% of unit data scale, where VE (sigma_min 0.01) and VP (at sampling_eps 1e-3) end anyway, so only
+            sub-VP's grid changes. ``None`` spaces the grid to ``sampling_eps`` unclipped.
     """
 
     @register_to_config
@@ -65,19 +75,24 @@ class ExponentialIntegratorScheduler(ScoreSDESchedulerMixin):
         solver_order: int = 3,
         timestep_spacing: str = "log_snr",
         rho: float = 7.0,
+        lambda_max_clipped: float = math.log(100.0),
     ):
         self._setup(sde_type, sigma_min, sigma_max, beta_min, beta_max, num_train_timesteps, sampling_eps,
                     prediction_type, timestep_type, data_centered)
         if solver_order not in SOLVER_ORDERS:
             raise ValueError(f"solver_order must be one of {SOLVER_ORDERS}, got {solver_order!r}.")
         check_spacing(timestep_spacing, rho)
+        lambda_start = log_snr(self.sde, 1.0).item()
+        if lambda_max_clipped is not None and not lambda_max_clipped > lambda_start:
+            raise ValueError(f"lambda_max_clipped must be None or exceed the log-SNR at t = 1 ({lambda_start:.3f}), "
+                             f"got {lambda_max_clipped!r}.")
         self._history = []
 
     order = 1  # one evaluation per grid time: the diffusers loop needs no repeated timesteps
 
     def _grid_times(self, num_inference_steps):
         return time_grid(self.sde, num_inference_steps, self.config.sampling_eps, self.config.timestep_spacing,
-                         self.config.rho)
+                         self.config.rho, self.config.lambda_max_clipped)
 
     def _build_plan(self, levels):
         self._history = []
@@ -101,10 +116,12 @@ class ExponentialIntegratorScheduler(ScoreSDESchedulerMixin):
             return self._output(x0, x0, level, return_dict)
         lam = math.log(level.a / level.s)
         self._history = [(lam, x0)] + self._history[: self.config.solver_order - 1]
-        h = math.log(next_level.a / next_level.s) - lam
-        weights = _phi_weights(h)
+        next_lam = math.log(next_level.a / next_level.s)
+        clip = self.config.lambda_max_clipped
+        derivatives = [] if clip is not None and next_lam > clip else self._derivatives()
+        weights = _phi_weights(next_lam - lam)
         update = weights[0] * x0
-        for weight, derivative in zip(weights[1:], self._derivatives()):
+        for weight, derivative in zip(weights[1:], derivatives):
             update = update + weight * derivative
         prev_sample = (next_level.s / level.s) * sample + next_level.a * update
         return self._output(prev_sample, prev_sample, level, return_dict)

@@ -5,6 +5,7 @@ coefficient the steps need (so ``step`` does no host-device synchronization and 
 ``step`` walks that plan one network evaluation at a time, so the standard diffusers loop drives it unchanged.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -221,20 +222,27 @@ class ScoreSDESchedulerMixin(SchedulerMixin, ConfigMixin):
         return randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
 
     def _check_finite(self, sample, level):
-        # One reduction per step. On an accelerator the flags are read once, at the last step, so sampling never
-        # waits on the device; on the CPU a failure stops the run at once.
-        self._finite_flags.append((torch.isfinite(sample).all(), self._step_index - 1, level.t))
-        if sample.device.type != "cpu" and not self._is_last_step:
+        # One reduction per step: a sum is NaN/inf exactly when an entry is (finite samples never overflow float32).
+        # On an accelerator the sums are read once, at the last step, so sampling never waits on the device; on the
+        # CPU a failure stops the run at once.
+        total = sample.sum()
+        if sample.device.type == "cpu":
+            if not math.isfinite(total.item()):
+                self._raise_nonfinite(self._step_index - 1, level.t)
             return
-        flags, self._finite_flags = self._finite_flags, []
-        finite = torch.stack([flag for flag, _, _ in flags]).cpu()
-        if not bool(finite.all()):
-            _, index, t = flags[int((~finite).nonzero()[0])]
-            raise FloatingPointError(
-                f"{type(self).__name__}: the sample became NaN or inf at step {index} of {len(self._plan)}"
-                f" (t={t:.6g}, network time {self.timesteps[index].item():.6g}). The network output or the step"
-                " diverged there; check the model's prediction_type, timestep_type and data range."
-            )
+        self._finite_flags.append((total, self._step_index - 1, level.t))
+        if self._is_last_step:
+            flags, self._finite_flags = self._finite_flags, []
+            finite = torch.isfinite(torch.stack([total for total, _, _ in flags])).cpu()
+            if not bool(finite.all()):
+                self._raise_nonfinite(*flags[int((~finite).nonzero()[0])][1:])
+
+    def _raise_nonfinite(self, index, t):
+        raise FloatingPointError(
+            f"{type(self).__name__}: the sample became NaN or inf at step {index} of {len(self._plan)}"
+            f" (t={t:.6g}, network time {self.timesteps[index].item():.6g}). The network output or the step"
+            " diverged there; check the model's prediction_type, timestep_type and data range."
+        )
 
     def _output(self, prev_sample, prev_sample_mean, level, return_dict):
         self._check_finite(prev_sample, level)

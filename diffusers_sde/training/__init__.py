@@ -1,10 +1,13 @@
 """Training: continuous-time score-matching losses and an accelerate training loop that saves a ScoreSDEPipeline."""
 
-from .data import load_dataset, load_digits_dataset, load_image_folder
+from .data import load_dataset, load_digits_dataset, load_hf_dataset, load_image_folder, random_horizontal_flip
 from .losses import (
+    LOSSES,
     REDUCTIONS,
     WEIGHTINGS,
     denoising_score_matching_loss,
+    discrete_noise_levels,
+    discrete_score_matching_loss,
     log_noise_to_signal,
     sample_training_times,
     sliced_score_matching_loss,
@@ -13,7 +16,8 @@ from .presets import UNET_PRESETS, build_unet
 from .trainer import TrainingConfig, list_checkpoints, train
 
 __all__ = [
-    "REDUCTIONS", "WEIGHTINGS", "UNET_PRESETS", "TrainingConfig",
-    "build_unet", "denoising_score_matching_loss", "list_checkpoints", "load_dataset", "load_digits_dataset",
-    "load_image_folder", "log_noise_to_signal", "sample_training_times", "sliced_score_matching_loss", "train",
+    "LOSSES", "REDUCTIONS", "WEIGHTINGS", "UNET_PRESETS", "TrainingConfig",
+    "build_unet", "denoising_score_matching_loss", "discrete_noise_levels", "discrete_score_matching_loss",
+    "list_checkpoints", "load_dataset", "load_digits_dataset",
+    "load_hf_dataset", "load_image_folder", "random_horizontal_flip", "log_noise_to_signal", "sample_training_times", "sliced_score_matching_loss", "train",
 ]

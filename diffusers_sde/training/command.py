@@ -4,7 +4,7 @@ import dataclasses
 
 from .presets import UNET_PRESETS
 from .trainer import MIXED_PRECISIONS, TrainingConfig, train
-from .losses import REDUCTIONS, WEIGHTINGS
+from .losses import LOSSES, REDUCTIONS, WEIGHTINGS
 from ..sde import SDE_TYPES
 from ..parameterization import PREDICTION_TYPES, TIMESTEP_TYPES
 
@@ -21,7 +21,10 @@ def add_train_parser(commands):
     """Add the ``train`` subparser to the CLI's subcommands."""
     p = commands.add_parser("train", help="train a score-SDE UNet with continuous denoising score matching")
     p.add_argument("--output-dir", dest="output_dir", required=True, help="where the final pipeline is saved")
-    p.add_argument("--data", default="digits", help="'digits' (embedded sklearn digits) or a folder of same-size images")
+    p.add_argument("--data", default="digits", help="'digits' (embedded sklearn digits), a folder of same-size images, a"
+                   " folder written by datasets' save_to_disk, or imagefolder:<path> (the last two need `datasets`)")
+    p.add_argument("--random-flip", dest="random_flip", action="store_true", default=None,
+                   help="mirror training images left-right with probability 1/2")
     p.add_argument("--sde-type", dest="sde_type", choices=SDE_TYPES, default="vp")
     for name in ("sigma_min", "sigma_max", "beta_min", "beta_max", "learning_rate", "grad_clip", "eps", "ema_decay"):
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=float)
@@ -32,6 +35,7 @@ def add_train_parser(commands):
     p.add_argument("--timestep-type", dest="timestep_type", choices=TIMESTEP_TYPES)
     p.add_argument("--data-centered", dest="data_centered", type=_bool, help="true: data in [-1, 1]; false: [0, 1]")
     p.add_argument("--model-preset", dest="model_preset", choices=tuple(UNET_PRESETS))
+    p.add_argument("--loss", choices=LOSSES, help="continuous (default, Eq. 7) or discrete (SMLD for VE, DDPM for VP)")
     p.add_argument("--weighting", choices=WEIGHTINGS)
     p.add_argument("--importance-sampling", dest="importance_sampling", action="store_true", default=None)
     p.add_argument("--reduction", choices=REDUCTIONS)

@@ -1,4 +1,6 @@
-"""Training data: the embedded scikit-learn digits (8x8, grey levels 0..16) and image folders.
+"""Training data: the embedded scikit-learn digits (8x8, grey levels 0..16), image folders and Hugging Face ``datasets``
+image datasets on local disk (a folder written by ``Dataset.save_to_disk``, or ``imagefolder:<path>``; needs the optional
+``datasets`` library).
 
 Images come out as float32 tensors (N, C, H, W) in the model's data range: [0, 1], or [-1, 1] when ``data_centered``.
 """
@@ -12,6 +14,8 @@ DIGITS_GREY_LEVELS = 16  # sklearn digits hold integers 0..16
 DIGITS_HELDOUT_SIZE = 500  # kept away from the generative model; the quality classifier is fit on it
 DIGITS_SPLITS = ("train", "heldout", "all")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+IMAGEFOLDER_PREFIX = "imagefolder:"
+SAVED_DATASET_MARKERS = ("state.json", "dataset_dict.json")  # written by Dataset / DatasetDict.save_to_disk
 
 
 def digits_split(split="train"):
@@ -68,11 +72,16 @@ def load_image_folder(path, data_centered=True):
                 images.append((name, image.copy()))
         except (OSError, UnidentifiedImageError) as error:
             raise ValueError(f"--data folder {path!r}: cannot read image {name!r}: {error}") from error
+    return _stack_images(images, f"folder {path!r}", data_centered)
+
+
+def _stack_images(images, source, data_centered):
+    """(name, PIL image) pairs of one size as (N, C, H, W): greyscale (C = 1) when all are greyscale, else RGB."""
     first_name, first = images[0]
     for name, image in images[1:]:
         if image.size != first.size:
             raise ValueError(
-                f"--data folder {path!r} mixes image sizes: {first_name!r} is {first.size[0]}x{first.size[1]} but {name!r}"
+                f"--data {source} mixes image sizes: {first_name!r} is {first.size[0]}x{first.size[1]} but {name!r}"
                 f" is {image.size[0]}x{image.size[1]}; all images must share one size (resize them first)."
             )
     grey = all(image.mode in ("L", "1", "I;16", "I") for _, image in images)
@@ -83,8 +92,56 @@ def load_image_folder(path, data_centered=True):
     return to_model_range(stacked.contiguous(), data_centered)
 
 
+def load_hf_dataset(path, data_centered=True, split="train", image_column=None, imagefolder=False):
+    """The images of a Hugging Face ``datasets`` dataset on local disk as a (N, C, H, W) float32 tensor.
+
+    Args:
+        path (`str`): a folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``, or, with
+            ``imagefolder=True``, a folder read by the ``imagefolder`` builder (images, optionally in class subfolders).
+        data_centered (`bool`): [-1, 1] instead of [0, 1].
+        split (`str`): the split of a ``DatasetDict`` or of the image folder.
+        image_column (`str`, *optional*): the column holding the images; default: the first column of type ``Image``.
+        imagefolder (`bool`): read ``path`` with the ``imagefolder`` builder instead of ``load_from_disk``.
+    """
+    try:
+        import datasets
+    except ImportError as error:
+        raise ImportError(f"--data {path!r} is a Hugging Face dataset; reading it needs the optional datasets library"
+                          " (pip install datasets), or pass a plain folder of images.") from error
+    if not os.path.isdir(path):
+        raise ValueError(f"--data {path!r}: no such folder.")
+    if imagefolder:
+        dataset = datasets.load_dataset("imagefolder", data_dir=path, split=split)
+    else:
+        dataset = datasets.load_from_disk(path)
+        if isinstance(dataset, datasets.DatasetDict):
+            if split not in dataset:
+                raise ValueError(f"--data {path!r} has no split {split!r}; it has {sorted(dataset)}.")
+            dataset = dataset[split]
+    image_columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
+    column = image_column or (image_columns[0] if image_columns else None)
+    if column not in image_columns:
+        raise ValueError(f"--data {path!r} needs a column of type datasets.Image (image_column={column!r}); its"
+                         f" features are {dict(dataset.features)}.")
+    if len(dataset) == 0:
+        raise ValueError(f"--data {path!r}: the {split!r} split is empty.")
+    images = [(f"row {index}", image) for index, image in enumerate(dataset[column])]
+    return _stack_images(images, f"dataset {path!r}", data_centered)
+
+
+def random_horizontal_flip(images, generator=None):
+    """Mirror each image left-right with probability 1/2 (drawn on the generator's device, so seeding is exact)."""
+    flip = torch.rand(len(images), generator=generator, device=generator.device if generator else None) < 0.5
+    return torch.where(flip.to(images.device).reshape(-1, *([1] * (images.dim() - 1))), images.flip(-1), images)
+
+
 def load_dataset(data, data_centered=True):
-    """``data`` is ``"digits"`` (the embedded sklearn digits, train split) or a folder of images."""
+    """``data`` is ``"digits"`` (the embedded sklearn digits, train split), ``imagefolder:<path>``, a folder written by
+    ``datasets``' ``save_to_disk`` (both need the ``datasets`` library), or a folder of image files."""
     if data == "digits":
         return load_digits_dataset(data_centered)
+    if data.startswith(IMAGEFOLDER_PREFIX):
+        return load_hf_dataset(data[len(IMAGEFOLDER_PREFIX):], data_centered, imagefolder=True)
+    if any(os.path.isfile(os.path.join(data, marker)) for marker in SAVED_DATASET_MARKERS):
+        return load_hf_dataset(data, data_centered)
     return load_image_folder(data, data_centered)

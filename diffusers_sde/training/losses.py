@@ -1,4 +1,5 @@
-"""Training objectives: continuous-time denoising score matching (Song et al. 2021, Eq. 7) and sliced score matching.
+"""Training objectives: continuous-time denoising score matching (Song et al. 2021, Eq. 7), its discrete SMLD and DDPM
+counterparts, and sliced score matching.
 
 Denoising score matching is written once, from the SDE's perturbation kernel x_t = a(t) x_0 + s(t) z, and reaches the
 network only through :class:`~diffusers_sde.parameterization.Parameterization` (its time input and the conversion of
@@ -18,6 +19,17 @@ reweighted by lambda / (q (1 - eps)), which leaves its expectation unchanged. Fo
 g^2 = d(s^2)/dt - 2 f s^2 and d(a)/dt = f a, so g(t)^2 / s(t)^2 = d/dt log(s(t)^2 / a(t)^2): q is uniform in the log
 noise-to-signal ratio rho(t) = log(s^2 / a^2), and the reweighted loss is (rho(1) - rho(eps)) / (1 - eps) times
 || s score_theta + z ||^2.
+
+The discrete objectives (the paper's baselines, ``training.continuous=False`` in its code) draw an integer noise level
+i ~ U{0, ..., N-1} instead of t, at the grid t_i = i / (N - 1) whose network time input is the integer i:
+
+- SMLD / NCSN (VE): sigma_i = s(t_i), a geometric sequence from sigma_min to sigma_max; weight sigma_i^2, so the loss is
+  || sigma_i score_theta + z ||^2 (Song & Ermon 2019, Eq. 5 with lambda = sigma^2).
+- DDPM (VP): beta_i = beta(t_i) / N, alpha_bar_i = prod_{j <= i} (1 - beta_j) and x_i = sqrt(alpha_bar_i) x_0 +
+  sqrt(1 - alpha_bar_i) z (Ho et al. 2020, Eq. 4); with s_i = sqrt(1 - alpha_bar_i), || s_i score_theta + z ||^2 is
+  DDPM's simple loss || epsilon_theta - z ||^2 (Eq. 14) for an epsilon network.
+
+Both are therefore the s^2-weighted loss at the discrete kernel (a_i, s_i), evaluated by the same code.
 """
 
 import math
@@ -25,6 +37,7 @@ import math
 import torch
 
 WEIGHTINGS = ("std", "likelihood")
+LOSSES = ("continuous", "discrete")
 REDUCTIONS = ("mean", "sum")
 PROJECTIONS = ("gaussian", "rademacher")
 
@@ -98,6 +111,21 @@ def sample_training_times(sde, batch_size, eps=1e-5, importance_sampling=False, 
     return t, (rho_high - rho_low) / (1 - eps)
 
 
+def _scaled_error(model, x0, parameterization, t, a, s, noise, reduction):
+    """Per sample || s score_theta(x_t) + z ||^2 at x_t = a x_0 + s z, with the network fed ``model_time(t)``.
+
+    ``t``, ``a``, ``s`` are (B,) float64. Returns the (B,) errors in float32 or better, whatever the network's (mixed)
+    precision. This form is (s^2 / lambda) times Eq. (7)'s term and stays finite as s -> 0.
+    """
+    a_x, s_x = _batch_view(a, x0).to(x0.dtype), _batch_view(s, x0).to(x0.dtype)
+    x_t = a_x * x0 + s_x * noise
+    output = model_output(model, x_t, parameterization.model_time(t).to(x0.dtype))
+    compute_dtype = torch.promote_types(x0.dtype, torch.float32)
+    a_c, s_c = a_x.to(compute_dtype), s_x.to(compute_dtype)
+    score = parameterization.score(output.to(compute_dtype), x_t.to(compute_dtype), a_c, s_c)
+    return _reduce((s_c * score + noise.to(compute_dtype)) ** 2, reduction)
+
+
 def denoising_score_matching_loss(
     model,
     x0,
@@ -142,23 +170,66 @@ def denoising_score_matching_loss(
     t, factor = sample_training_times(sde, batch, eps, importance_sampling, generator, device=x0.device)
     noise = _random(torch.randn, x0.shape, generator, x0.device, x0.dtype)
     a, s = sde.marginal(t)
-    a_x, s_x = _batch_view(a, x0).to(x0.dtype), _batch_view(s, x0).to(x0.dtype)
-    x_t = a_x * x0 + s_x * noise
-    output = model_output(model, x_t, parameterization.model_time(t).to(x0.dtype))
-    # The score is formed in float32 or better whatever the network's (mixed) precision.
-    compute_dtype = torch.promote_types(x0.dtype, torch.float32)
-    score = parameterization.score(output.to(compute_dtype), x_t.to(compute_dtype), a_x.to(compute_dtype), s_x.to(compute_dtype))
-    # || s score + z ||^2 = (s^2 / lambda) * Eq. (7)'s term; this form stays finite as s -> 0.
-    scaled_error = _reduce((s_x.to(compute_dtype) * score + noise.to(compute_dtype)) ** 2, reduction)
+    scaled_error = _scaled_error(model, x0, parameterization, t, a, s, noise, reduction)
     if weighting == "std":
         per_sample = scaled_error
     elif importance_sampling:
         per_sample = factor * scaled_error
     else:
         weight = sde.diffusion(t) ** 2 / s**2  # lambda(t) / s(t)^2 with lambda = g^2
-        per_sample = weight.to(compute_dtype) * scaled_error
+        per_sample = weight.to(scaled_error.dtype) * scaled_error
     loss = per_sample.mean()
     return (loss, per_sample, t) if return_per_sample else loss
+
+
+def discrete_noise_levels(sde, num_train_timesteps):
+    """The paper's discrete noise levels: ``(t, a, s)``, (N,) float64 each, for the indices i = 0 .. N-1.
+
+    VE: SMLD's sigma_i = s(t_i) with t_i = i / (N - 1), a_i = 1. VP: DDPM's beta_i = beta(t_i) / N,
+    a_i = sqrt(alpha_bar_i), s_i = sqrt(1 - alpha_bar_i) (with beta 0.1 .. 20 and N = 1000, DDPM's linear
+    1e-4 .. 0.02 schedule). sub-VP has no discrete counterpart in the paper.
+
+    Args:
+        sde (`ScoreSDE`): a VE or VP SDE.
+        num_train_timesteps (`int`): N.
+    """
+    if not (isinstance(num_train_timesteps, int) and num_train_timesteps >= 2):
+        raise ValueError(f"num_train_timesteps must be an integer >= 2, got {num_train_timesteps!r}.")
+    t = torch.arange(num_train_timesteps, dtype=torch.float64) / (num_train_timesteps - 1)
+    if sde.sde_type == "ve":
+        return t, torch.ones_like(t), sde.std(t)
+    if sde.sde_type == "vp":
+        alphas_cumprod = torch.cumprod(1 - sde.beta(t) / num_train_timesteps, 0)
+        return t, alphas_cumprod.sqrt(), (1 - alphas_cumprod).sqrt()
+    raise ValueError(
+        f"the discrete losses are SMLD (sde_type 've') and DDPM (sde_type 'vp'); got sde_type {sde.sde_type!r}."
+        " Use the continuous loss for sub-VP."
+    )
+
+
+def discrete_score_matching_loss(model, x0, sde, parameterization, reduction="mean", generator=None,
+                                 return_per_sample=False):
+    """The discrete SMLD (VE) or DDPM (VP) objective: i ~ U{0, ..., N-1}, loss || s_i score_theta(x_i, i) + z ||^2.
+
+    N is ``parameterization.num_train_timesteps``; the network is fed ``parameterization.model_time(t_i)`` (the integer
+    i for ``timestep_type="discrete"``). See the module docstring and :func:`discrete_noise_levels`.
+
+    Args:
+        model, x0, sde, parameterization, reduction, generator: as in :func:`denoising_score_matching_loss`.
+        return_per_sample (`bool`): also return the (B,) per-sample losses and the (B,) integer indices i.
+
+    Returns:
+        The mean loss over the batch, or ``(loss, per_sample, i)`` with ``return_per_sample``.
+    """
+    _check_choice("reduction", reduction, REDUCTIONS)
+    levels = discrete_noise_levels(sde, parameterization.num_train_timesteps)
+    uniform = _random(torch.rand, (x0.shape[0],), generator, x0.device, torch.float64)
+    index = (uniform * len(levels[0])).long().clamp(max=len(levels[0]) - 1)
+    t, a, s = (values.to(x0.device)[index] for values in levels)
+    noise = _random(torch.randn, x0.shape, generator, x0.device, x0.dtype)
+    per_sample = _scaled_error(model, x0, parameterization, t, a, s, noise, reduction)
+    loss = per_sample.mean()
+    return (loss, per_sample, index) if return_per_sample else loss
 
 
 def sliced_score_matching_loss(score_fn, x, num_projections=1, projection="gaussian", generator=None, reduction="mean",

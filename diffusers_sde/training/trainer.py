@@ -18,8 +18,8 @@ import torch
 from ..parameterization import Parameterization
 from ..schedulers.scheduling_score_sde import PAPER_DEFAULTS
 from ..sde import SDE_TYPES, make_sde
-from .data import load_dataset
-from .losses import REDUCTIONS, WEIGHTINGS, denoising_score_matching_loss
+from .data import load_dataset, random_horizontal_flip
+from .losses import LOSSES, REDUCTIONS, WEIGHTINGS, denoising_score_matching_loss, discrete_score_matching_loss
 from .presets import UNET_PRESETS, build_unet
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -33,10 +33,14 @@ class TrainingConfig:
 
     Args:
         output_dir (`str`): where the final pipeline is saved (``save_pretrained``).
-        data (`str`): ``"digits"`` (embedded sklearn digits, train split) or a folder of same-size images.
+        data (`str`): ``"digits"`` (embedded sklearn digits, train split), a folder of same-size images, a folder
+            written by ``datasets``' ``save_to_disk`` or ``imagefolder:<path>`` (see ``data.load_dataset``).
+        random_flip (`bool`): mirror each training image left-right with probability 1/2.
         sde_type (`str`): ``"ve"``, ``"vp"`` or ``"subvp"``; sigma_min, sigma_max, beta_min, beta_max: its parameters.
         prediction_type, timestep_type, data_centered: the parameterization; ``None`` takes the SDE's paper default.
         model_preset (`str`): a name in ``UNET_PRESETS``.
+        loss (`str`): ``"continuous"`` (Eq. 7) or ``"discrete"`` (SMLD for VE, DDPM for VP, over
+            ``num_train_timesteps`` levels; takes no weighting, importance sampling or eps).
         weighting (`str`), importance_sampling (`bool`), reduction (`str`), eps (`float`): the loss, see ``losses``.
         max_steps (`int`): optimizer steps. batch_size (`int`): per process and micro-batch.
         gradient_accumulation_steps (`int`), mixed_precision (`str`): passed to ``accelerate.Accelerator``.
@@ -50,6 +54,7 @@ class TrainingConfig:
 
     output_dir: str
     data: str = "digits"
+    random_flip: bool = False
     sde_type: str = "vp"
     sigma_min: float = 0.01
     sigma_max: float = 50.0
@@ -60,6 +65,7 @@ class TrainingConfig:
     timestep_type: str = None
     data_centered: bool = None
     model_preset: str = "digits-tiny"
+    loss: str = "continuous"
     weighting: str = "std"
     importance_sampling: bool = False
     reduction: str = "mean"
@@ -83,7 +89,12 @@ class TrainingConfig:
         checks = [
             ("sde_type", self.sde_type in SDE_TYPES, f"one of {SDE_TYPES}"),
             ("model_preset", self.model_preset in UNET_PRESETS, f"one of {tuple(UNET_PRESETS)}"),
+            ("loss", self.loss in LOSSES, f"one of {LOSSES}"),
+            ("loss", self.loss == "continuous" or self.sde_type in ("ve", "vp"),
+             "'continuous' for sde_type 'subvp' (the discrete losses are SMLD for VE and DDPM for VP)"),
             ("weighting", self.weighting in WEIGHTINGS, f"one of {WEIGHTINGS}"),
+            ("weighting", self.loss == "continuous" or self.weighting == "std",
+             "'std' with --loss discrete (its weights are fixed: sigma_i^2 for SMLD, 1 for DDPM)"),
             ("reduction", self.reduction in REDUCTIONS, f"one of {REDUCTIONS}"),
             ("mixed_precision", self.mixed_precision in MIXED_PRECISIONS, f"one of {MIXED_PRECISIONS}"),
             ("max_steps", self.max_steps >= 1, "an integer >= 1"),
@@ -237,11 +248,17 @@ def train(config):
                                      accelerator.process_index, accelerator.num_processes)
             noise = torch.Generator().manual_seed(_micro_batch_seed(config.seed, micro_batch, accelerator.process_index))
             with accelerator.accumulate(unet):
+                # The flips come from the micro-batch's generator too, so resumption stays exact.
+                batch = random_horizontal_flip(data[indices], noise) if config.random_flip else data[indices]
                 with accelerator.autocast():
-                    loss = denoising_score_matching_loss(
-                        unet, data[indices], sde, parameterization, weighting=config.weighting, eps=config.eps,
-                        reduction=config.reduction, importance_sampling=config.importance_sampling,
-                        generator=noise)
+                    if config.loss == "discrete":
+                        loss = discrete_score_matching_loss(unet, batch, sde, parameterization,
+                                                            reduction=config.reduction, generator=noise)
+                    else:
+                        loss = denoising_score_matching_loss(
+                            unet, batch, sde, parameterization, weighting=config.weighting, eps=config.eps,
+                            reduction=config.reduction, importance_sampling=config.importance_sampling,
+                            generator=noise)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"training loss is {loss.item()} at step {step + 1}; stopped without saving. Last good"

@@ -1,5 +1,7 @@
 """ExponentialIntegratorScheduler and EDMHeunScheduler against closed-form truth, for VE, VP and sub-VP."""
 
+import math
+
 import pytest
 import torch
 from exact_gaussian import (  # noqa: F401 (single_thread is an autouse fixture)
@@ -16,6 +18,7 @@ from diffusers_sde import (
     ExponentialIntegratorScheduler,
     PredictorCorrectorScheduler,
 )
+from diffusers_sde.schedulers.time_grids import log_snr
 
 SDE_TYPES = ("ve", "vp", "subvp")
 
@@ -46,10 +49,37 @@ def _ode_errors(scheduler, steps):
 @pytest.mark.parametrize("sde_type", SDE_TYPES)
 @pytest.mark.parametrize("solver_order", [1, 2, 3])
 def test_exponential_integrator_converges_at_its_order(sde_type, solver_order):
+    # Unclipped: the clipped grid's last step is first order at a fixed length, so its error does not shrink with N.
     scheduler = ExponentialIntegratorScheduler(sde_type=sde_type, solver_order=solver_order, prediction_type="score",
-                                               timestep_type="continuous")
+                                               timestep_type="continuous", lambda_max_clipped=None)
     rates = observed_order(_ode_errors(scheduler, [20, 40, 80]))
     assert rates[-1] > solver_order - 0.25, rates
+
+
+@pytest.mark.parametrize("sde_type", SDE_TYPES)
+def test_log_snr_grid_is_clipped_where_the_noise_is_negligible(sde_type):
+    clipped = ExponentialIntegratorScheduler(sde_type=sde_type)
+    unclipped = ExponentialIntegratorScheduler(sde_type=sde_type, lambda_max_clipped=None)
+    times, full = clipped._grid_times(20), unclipped._grid_times(20)
+    eps = clipped.config.sampling_eps
+    if log_snr(clipped.sde, eps).item() <= math.log(100.0):  # VE and VP end below the clip: grid unchanged
+        torch.testing.assert_close(times, full, rtol=0, atol=0)
+        return
+    lam = log_snr(clipped.sde, times)
+    expected = torch.linspace(log_snr(clipped.sde, 1.0).item(), math.log(100.0), 19, dtype=torch.float64)
+    torch.testing.assert_close(lam[:-1], expected, rtol=0, atol=1e-9)
+    assert times[-1].item() == eps
+
+
+def test_clipped_grid_samples_subvp_better_per_evaluation(mixture):
+    config = PredictorCorrectorScheduler(sde_type="subvp").config
+    errors = []
+    for clip in (math.log(100.0), None):
+        pipe = mixture_pipeline(mixture, ExponentialIntegratorScheduler.from_config(config, lambda_max_clipped=clip))
+        out = pipe(batch_size=800, num_inference_steps=24, generator=torch.Generator().manual_seed(1),
+                   output_type="latent")
+        errors.append(abs(mixture.fidelity(out.images.flatten(1))["variance_ratio"] - 1))
+    assert errors[0] < 0.02 and errors[0] < errors[1] / 2, errors
 
 
 @pytest.mark.parametrize("sde_type", SDE_TYPES)
@@ -126,6 +156,8 @@ def test_swap_through_from_config_and_compatibles():
     [
         (ExponentialIntegratorScheduler, dict(solver_order=4), "solver_order must be one of (1, 2, 3), got 4"),
         (ExponentialIntegratorScheduler, dict(timestep_spacing="linear"), "timestep_spacing must be one of"),
+        (ExponentialIntegratorScheduler, dict(sde_type="vp", lambda_max_clipped=-6.0),
+         "lambda_max_clipped must be None or exceed the log-SNR at t = 1 (-5.025), got -6.0"),
         (EDMHeunScheduler, dict(rho=0.0), "rho must be > 0, got 0.0"),
         (EDMHeunScheduler, dict(s_churn=-1.0), "s_churn must be >= 0, got -1.0"),
         (EDMHeunScheduler, dict(s_tmin=2.0, s_tmax=1.0), "s_tmax must be >= s_tmin"),

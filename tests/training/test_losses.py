@@ -26,7 +26,13 @@ import pytest
 import torch
 
 from diffusers_sde import GaussianMixture, GaussianMixtureModel, Parameterization, make_sde
-from diffusers_sde.training import denoising_score_matching_loss, sample_training_times, sliced_score_matching_loss
+from diffusers_sde.training import (
+    denoising_score_matching_loss,
+    discrete_noise_levels,
+    discrete_score_matching_loss,
+    sample_training_times,
+    sliced_score_matching_loss,
+)
 
 DIM = 2
 GRID_POINTS = 121
@@ -223,3 +229,112 @@ def test_short_training_lowers_score_error(mixture):
         optimizer.step()
     after = _weighted_score_error(model, mixture, sde, parameterization, x_eval, t_eval, noise_eval)
     assert after < before / 10, (before, after)
+
+
+# --- discrete SMLD (VE) and DDPM (VP) losses -------------------------------------------------------------------------
+DISCRETE_LEVELS = 50
+DISCRETE_SETUPS = [("ve", "score", "sigma"), ("ve", "epsilon", "discrete"), ("vp", "epsilon", "discrete"),
+                   ("vp", "v_prediction", "continuous")]
+
+
+def reference_levels(sde_type, num_levels, sigma_min=0.01, sigma_max=50.0, beta_min=0.1, beta_max=20.0):
+    """(a_i, s_i) from the original definitions: SMLD's geometric sigmas; DDPM's linear betas and their cumulative
+    product (score_sde's ``discrete_betas = linspace(beta_min / N, beta_max / N, N)``)."""
+    if sde_type == "ve":
+        return np.ones(num_levels), np.geomspace(sigma_min, sigma_max, num_levels)
+    alphas_cumprod = np.cumprod(1 - np.linspace(beta_min / num_levels, beta_max / num_levels, num_levels))
+    return np.sqrt(alphas_cumprod), np.sqrt(1 - alphas_cumprod)
+
+
+@pytest.mark.parametrize("sde_type", ["ve", "vp"])
+def test_discrete_noise_levels_match_smld_and_ddpm(sde_type):
+    t, a, s = discrete_noise_levels(make_sde(sde_type), 1000)
+    expected_a, expected_s = reference_levels(sde_type, 1000)
+    assert torch.allclose(t, torch.linspace(0, 1, 1000, dtype=torch.float64))
+    # DDPMScheduler builds its betas in float32
+    assert np.allclose(a.numpy(), expected_a, rtol=1e-12) and np.allclose(s.numpy(), expected_s, rtol=1e-12)
+    if sde_type == "vp":  # and DDPM's own 1e-4 .. 0.02 schedule, as diffusers builds it (in float32)
+        from diffusers import DDPMScheduler
+
+        alphas_cumprod = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02).alphas_cumprod
+        assert torch.allclose(a**2, alphas_cumprod.double(), rtol=1e-5)
+
+
+def discrete_exact_model(mixture, sde_type, prediction_type, timestep_type, scale=1.0):
+    """The exact score of the discrete kernel (a_i, s_i) taken from the reference definitions, in any parameterization;
+    the level is recovered from the network's time input."""
+    sde = make_sde(sde_type)
+    parameterization = Parameterization(sde, prediction_type, timestep_type, DISCRETE_LEVELS)
+    a_levels, s_levels = (torch.from_numpy(values) for values in reference_levels(sde_type, DISCRETE_LEVELS))
+
+    def model(sample, timestep):
+        t = parameterization.time_from_model_time(timestep.double())
+        index = (t * (DISCRETE_LEVELS - 1)).round().long()
+        a, s = a_levels[index][:, None], s_levels[index][:, None]
+        x = sample.reshape(len(sample), DIM).double()
+        score = scale * mixture.score(x, a, s)
+        return parameterization.output_from_score(score, x, a, s).reshape(sample.shape).to(sample.dtype)
+
+    model.sde, model.parameterization = sde, parameterization
+    return model
+
+
+def discrete_irreducible_loss(mixture, sde_type):
+    """(1 / N) sum_i (D - s_i^2 F(a_i, s_i)): the module docstring's argument, level by level."""
+    a_levels, s_levels = reference_levels(sde_type, DISCRETE_LEVELS)
+    values = [DIM - s**2 * fisher_information(mixture, a, s) for a, s in zip(a_levels, s_levels)]
+    return sum(values) / DISCRETE_LEVELS
+
+
+def discrete_monte_carlo(model, mixture, samples=20000):
+    generator = torch.Generator().manual_seed(0)
+    x0 = mixture.sample(samples, generator=generator)[0].reshape(samples, 1, 1, DIM)
+    _, per_sample, index = discrete_score_matching_loss(model, x0, model.sde, model.parameterization, reduction="sum",
+                                                        generator=generator, return_per_sample=True)
+    return per_sample.mean().item(), per_sample.std().item() / math.sqrt(samples), index
+
+
+@pytest.mark.parametrize("sde_type, prediction_type, timestep_type", DISCRETE_SETUPS)
+def test_discrete_exact_score_reaches_irreducible_loss(mixture, sde_type, prediction_type, timestep_type):
+    model = discrete_exact_model(mixture, sde_type, prediction_type, timestep_type)
+    expected = discrete_irreducible_loss(mixture, sde_type)
+    mean, standard_error, index = discrete_monte_carlo(model, mixture)
+    assert abs(mean - expected) < 4 * standard_error + 1e-3 * abs(expected), (mean, standard_error, expected)
+    # every level is drawn, uniformly
+    counts = torch.bincount(index, minlength=DISCRETE_LEVELS)
+    assert len(counts) == DISCRETE_LEVELS and counts.min() > 0.8 * len(index) / DISCRETE_LEVELS
+
+
+@pytest.mark.parametrize("sde_type", ["ve", "vp"])
+def test_discrete_wrong_score_costs_more(mixture, sde_type):
+    model = discrete_exact_model(mixture, sde_type, "score", "continuous", scale=0.8)
+    mean, standard_error, _ = discrete_monte_carlo(model, mixture)
+    assert mean > discrete_irreducible_loss(mixture, sde_type) + 4 * standard_error
+
+
+def test_ddpm_loss_is_epsilon_mse():
+    # DDPM's simple loss on the same (i, z): the perturbation as diffusers' DDPMScheduler.add_noise builds it.
+    from diffusers import DDPMScheduler
+
+    sde = make_sde("vp")
+    parameterization = Parameterization(sde, "epsilon", "discrete", 1000)
+    network = torch.nn.Conv2d(1, 1, 3, padding=1).double()
+    model = lambda sample, timestep: network(sample) + timestep.reshape(-1, 1, 1, 1) / 1000  # noqa: E731
+    x0 = torch.randn(16, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    loss, per_sample, index = discrete_score_matching_loss(model, x0, sde, parameterization, generator=torch.Generator().manual_seed(1),
+                                                           return_per_sample=True)
+    replay = torch.Generator().manual_seed(1)
+    torch.rand(16, generator=replay, dtype=torch.float64)
+    noise = torch.randn(x0.shape, generator=replay, dtype=torch.float64)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02)
+    scheduler.alphas_cumprod = scheduler.alphas_cumprod.double()
+    noisy = scheduler.add_noise(x0, noise, index)
+    expected = (model(noisy, index.double()) - noise).pow(2).flatten(1).mean(1)
+    assert torch.allclose(per_sample, expected, rtol=1e-5), (per_sample, expected)
+
+
+def test_discrete_loss_rejects_subvp():
+    sde = make_sde("subvp")
+    with pytest.raises(ValueError, match="sde_type 'subvp'"):
+        discrete_score_matching_loss(lambda x, t: x, torch.zeros(2, 1, 1, DIM), sde,
+                                     Parameterization(sde, "epsilon", "discrete", 1000))

@@ -118,10 +118,19 @@ def test_resume_without_checkpoint_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize("field, value", [("sde_type", "ou"), ("max_steps", 0), ("mixed_precision", "fp8"),
-                                          ("model_preset", "huge")])
+                                          ("model_preset", "huge"), ("loss", "ranked")])
 def test_bad_config_names_option_and_value(tmp_path, field, value):
     with pytest.raises(ValueError, match=f"--{field.replace('_', '-')} must be .*{value}"):
         train(_config(tmp_path, **{field: value}))
+
+
+def test_discrete_loss_trains_and_rejects_what_it_cannot_take(tmp_path):
+    pipeline = train(_config(tmp_path / "ve", sde_type="ve", loss="discrete", max_steps=2, checkpointing_steps=0))
+    assert pipeline.scheduler.config.sde_type == "ve"
+    with pytest.raises(ValueError, match="--loss must be 'continuous' for sde_type 'subvp'.*'discrete'"):
+        train(_config(tmp_path / "subvp", sde_type="subvp", loss="discrete"))
+    with pytest.raises(ValueError, match="--weighting must be 'std' with --loss discrete.*'likelihood'"):
+        train(_config(tmp_path / "vp", loss="discrete", weighting="likelihood"))
 
 
 def test_two_processes_resume_exactly(tmp_path):
