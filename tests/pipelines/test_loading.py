@@ -99,9 +99,15 @@ def test_swapped_scheduler_round_trips(saved, tmp_path):
     assert torch.equal(_samples(loaded), _samples(pipe))
 
 
-def test_stock_score_sde_ve_repo_loads(tmp_path):
+@pytest.mark.parametrize("from_hub", [False, True], ids=["folder", "hub-snapshot"])
+def test_stock_score_sde_ve_repo_loads(tmp_path, from_hub):
+    # The layout of the google/ncsnpp-* repos: ScoreSdeVePipeline + ScoreSdeVeScheduler + a Fourier UNet2DModel.
     ScoreSdeVePipeline(unet=tiny_unet(3, fourier=True), scheduler=ScoreSdeVeScheduler(sigma_max=90.0, snr=0.17)).save_pretrained(tmp_path / "ve")
-    pipe = ScoreSDEPipeline.from_pretrained(tmp_path / "ve")
+    if from_hub:
+        _hub_snapshot(tmp_path / "ve", tmp_path / "cache", "google/ncsnpp-tiny")
+        pipe = ScoreSDEPipeline.from_pretrained("google/ncsnpp-tiny", cache_dir=tmp_path / "cache")
+    else:
+        pipe = ScoreSDEPipeline.from_pretrained(tmp_path / "ve")
     scheduler = pipe.scheduler
     assert type(scheduler) is PredictorCorrectorScheduler
     assert (scheduler.config.sde_type, scheduler.config.sigma_max, scheduler.snr) == ("ve", 90.0, 0.17)

@@ -155,3 +155,62 @@ def test_two_processes_resume_exactly(tmp_path):
     run("--output-dir", str(tmp_path / "b"), "--resume", str(checkpoint))
     weights = [load_file(str(tmp_path / name / "unet" / "diffusion_pytorch_model.safetensors")) for name in "ab"]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+_DYING_CHILD = """
+import io, os, sys, time
+import torch
+torch.set_num_threads(1)
+from diffusers_sde.training import TrainingConfig, train
+
+real_save = torch.save
+
+def slow_save(obj, f, *args, **kwargs):
+    # Inside the second checkpoint, write half of a file and wait to be killed mid-write.
+    if isinstance(f, (str, os.PathLike)) and ".tmp-checkpoint-4" in str(f):
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        with open(f, "wb") as handle:
+            handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            handle.flush()
+            os.fsync(handle.fileno())
+        open(sys.argv[2], "w").close()
+        time.sleep(600)
+    return real_save(obj, f, *args, **kwargs)
+
+torch.save = slow_save
+train(TrainingConfig(output_dir=sys.argv[1], max_steps=6, batch_size=8, learning_rate=1e-3, warmup_steps=2,
+                     checkpointing_steps=2, log_every=0, checkpoints_total_limit=3))
+"""
+
+
+def test_sigkill_while_writing_checkpoint_keeps_previous(tmp_path):
+    # A real process, killed with SIGKILL (no exception handler, no cleanup) half-way through writing a file of
+    # checkpoint-4: checkpoint-2 stays the latest complete checkpoint and resumes.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    output_dir, marker = tmp_path / "out", tmp_path / "writing"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    child = subprocess.Popen([sys.executable, "-c", _DYING_CHILD, str(output_dir), str(marker)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the child never reached the second checkpoint"
+            time.sleep(0.1)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+    checkpoint_dir = output_dir / "checkpoints"
+    assert (checkpoint_dir / ".tmp-checkpoint-4").is_dir()  # the half-written one is there, and ignored
+    assert [os.path.basename(path) for path in list_checkpoints(str(checkpoint_dir))] == ["checkpoint-2"]
+    resumed = train(_config(tmp_path, output_dir=str(output_dir), resume="latest", max_steps=4))
+    assert [os.path.basename(path) for path in list_checkpoints(str(checkpoint_dir))] == ["checkpoint-2", "checkpoint-4"]
+    assert isinstance(resumed, ScoreSDEPipeline)
