@@ -1,6 +1,7 @@
 """Training throughput: our loss and optimizer step against a plain diffusers-style loop, on the same network and batch.
 
-Side by side, interleaved step by step (so load on a shared machine hits every column alike), on one copy of each
+Side by side, interleaved step by step in a rotating order (so load on a shared machine and cache effects hit every
+column alike), on one copy of each
 ``UNet2DModel`` preset with identical initial weights:
 
 - ``continuous``: :func:`denoising_score_matching_loss` (VP, epsilon network, DDPM time input) + Adam step;
@@ -9,7 +10,8 @@ Side by side, interleaved step by step (so load on a shared machine hits every c
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_training.py [--steps 20] [--threads 1]
 
-Prints images/s (batch size over the median step time) per preset; the target is that ours is not slower.
+Prints images/s (batch size over the median step time) per preset; the target is that ours is not slower. Neither
+side clips gradients or updates an EMA (the trainer does both, identically for any loss).
 """
 
 import argparse
@@ -62,8 +64,10 @@ def measure(preset, size, channels, batch_size, steps, warmup=3):
     stepper = {name: make_step(copy.deepcopy(base).train(), loss) for name, loss in losses.items()}
     x0 = torch.rand(batch_size, channels, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
     times = {name: [] for name in losses}
+    names = list(stepper)
     for index in range(warmup + steps):
-        for name, step in stepper.items():
+        for name in names[index % 3:] + names[:index % 3]:
+            step = stepper[name]
             generator = torch.Generator().manual_seed(index)
             start = time.perf_counter()
             step(x0, generator)
