@@ -19,11 +19,7 @@ BATCH = 2000
 
 
 def exact_model(mixture, scheduler):
-    c = scheduler.config
-    return GaussianMixtureModel.from_mixture(
-        mixture, SHAPE[0], SHAPE[1], sde_type=c.sde_type, sigma_min=c.sigma_min, sigma_max=c.sigma_max,
-        beta_min=c.beta_min, beta_max=c.beta_max, num_train_timesteps=c.num_train_timesteps,
-        prediction_type=c.prediction_type, timestep_type=c.timestep_type)
+    return GaussianMixtureModel.for_scheduler(mixture, scheduler, SHAPE[0], SHAPE[1])
 
 
 def ours(mixture, scheduler, steps):

@@ -90,9 +90,7 @@ def scipy_rk45(sde, score, latents, eps):
 def pipeline_runs(mixture, sde_type, batch_size, quick, only=None):
     """(label, nfe, samples) for every sampler of the project (those whose label contains ``only``, if given)."""
     base = PredictorCorrectorScheduler(sde_type=sde_type)
-    model = GaussianMixtureModel.from_mixture(mixture, SHAPE[0], SHAPE[1], sde_type=sde_type,
-                                              prediction_type=base.config.prediction_type,
-                                              timestep_type=base.config.timestep_type)
+    model = GaussianMixtureModel.for_scheduler(mixture, base, SHAPE[0], SHAPE[1])
     pipe = ScoreSDEPipeline(unet=model, scheduler=base)
     pipe.set_progress_bar_config(disable=True)
     few = [10, 20, 50] if quick else [10, 15, 20, 24, 30, 50]

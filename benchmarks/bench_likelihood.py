@@ -40,10 +40,7 @@ torch.set_num_threads(1)
 def setup(sde_type, dim, seed):
     scheduler = ProbabilityFlowScheduler(sde_type=sde_type)
     mixture = GaussianMixture.random(dim, generator=torch.Generator().manual_seed(seed))
-    model = GaussianMixtureModel.from_mixture(
-        mixture, dim, 1, sde_type=sde_type, prediction_type=scheduler.config.prediction_type,
-        timestep_type=scheduler.config.timestep_type,
-    )
+    model = GaussianMixtureModel.for_scheduler(mixture, scheduler, dim, 1)
     return scheduler, mixture, model
 
 

@@ -7,6 +7,7 @@ import time
 
 import torch
 
+from .image_grid import save_image_grid
 from .pipelines import ScoreSDEPipeline
 from .pipelines.pipeline_score_sde import _sample_shape
 from .schedulers import (
@@ -73,26 +74,6 @@ def _report_digits_quality(pipe, images):
     )
 
 
-def _save_grid(images, path):
-    from diffusers.utils import make_image_grid
-    from PIL import ImageOps
-
-    if images[0].width < 64:  # tiny samples (8 x 8 digits) fill their whole frame: a 1-pixel border keeps them apart
-        images = [ImageOps.expand(image, border=1, fill=128) for image in images]
-    cols = int(len(images) ** 0.5) or 1
-    while len(images) % cols:
-        cols -= 1
-    grid = make_image_grid(images, rows=len(images) // cols, cols=cols)
-    if grid.width < 512:  # tiny samples (8 x 8 digits): enlarge, nearest-neighbour, so the grid can be looked at
-        scale = max(1, 512 // grid.width)
-        grid = grid.resize((grid.width * scale, grid.height * scale), resample=0)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = path + ".tmp.png"
-    grid.save(tmp)
-    os.replace(tmp, path)  # never leave a half-written grid behind
-
-
 def sample(args):
     if args.steps is not None and args.steps < 1:
         raise SystemExit(f"--steps must be >= 1, got {args.steps}.")
@@ -114,7 +95,7 @@ def sample(args):
     output = pipe(batch_size=args.batch_size, num_inference_steps=args.steps, generator=generator, output_type="np",
                   **_solver_arguments(args))
     seconds = time.perf_counter() - start
-    _save_grid(pipe.numpy_to_pil(output.images), args.out)
+    save_image_grid(pipe.numpy_to_pil(output.images), args.out)
     print(f"wrote {args.out}: {args.batch_size} samples, sampler={args.sampler}, NFE={output.nfe}, wall time {seconds:.2f} s")
     if not args.no_quality:
         _report_digits_quality(pipe, output.images)

@@ -127,6 +127,14 @@ class GaussianMixtureModel(ModelMixin, ConfigMixin):
         model.variances.copy_(mixture.variances)
         return model
 
+    @classmethod
+    def for_scheduler(cls, mixture, scheduler, in_channels, sample_size):
+        """The exact network for ``mixture`` speaking ``scheduler``'s SDE and parameterization."""
+        config = scheduler.config
+        names = ("sde_type", "sigma_min", "sigma_max", "beta_min", "beta_max", "num_train_timesteps",
+                 "prediction_type", "timestep_type")
+        return cls.from_mixture(mixture, in_channels, sample_size, **{name: config[name] for name in names})
+
     @property
     def mixture(self):
         return GaussianMixture(self.weights, self.means, self.variances)

@@ -18,13 +18,7 @@ def mixture64():
 
 def mixture_pipeline(mixture, scheduler):
     """ScoreSDEPipeline over the exact network of ``mixture``, in the scheduler's parameterization."""
-    config = scheduler.config
-    model = GaussianMixtureModel.from_mixture(
-        mixture, SHAPE64[0], SHAPE64[1], sde_type=config.sde_type, sigma_min=config.sigma_min,
-        sigma_max=config.sigma_max, beta_min=config.beta_min, beta_max=config.beta_max,
-        num_train_timesteps=config.num_train_timesteps, prediction_type=config.prediction_type,
-        timestep_type=config.timestep_type,
-    )
+    model = GaussianMixtureModel.for_scheduler(mixture, scheduler, SHAPE64[0], SHAPE64[1])
     pipe = ScoreSDEPipeline(unet=model, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe

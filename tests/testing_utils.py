@@ -11,13 +11,7 @@ MIXTURE_SHAPE = (1, 4, 4)
 
 def mixture_model(mixture, scheduler):
     """The exact network for `mixture`, speaking the scheduler's parameterization."""
-    config = scheduler.config
-    return GaussianMixtureModel.from_mixture(
-        mixture, MIXTURE_SHAPE[0], MIXTURE_SHAPE[1], sde_type=config.sde_type, sigma_min=config.sigma_min,
-        sigma_max=config.sigma_max, beta_min=config.beta_min, beta_max=config.beta_max,
-        num_train_timesteps=config.num_train_timesteps, prediction_type=config.prediction_type,
-        timestep_type=config.timestep_type,
-    )
+    return GaussianMixtureModel.for_scheduler(mixture, scheduler, MIXTURE_SHAPE[0], MIXTURE_SHAPE[1])
 
 
 def tiny_unet(channels=1, size=8, fourier=False, seed=0):

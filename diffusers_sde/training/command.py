@@ -29,7 +29,7 @@ def add_train_parser(commands):
     for name in ("sigma_min", "sigma_max", "beta_min", "beta_max", "learning_rate", "grad_clip", "eps", "ema_decay"):
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=float)
     for name in ("num_train_timesteps", "max_steps", "batch_size", "gradient_accumulation_steps", "warmup_steps",
-                 "checkpointing_steps", "checkpoints_total_limit", "seed", "log_every"):
+                 "checkpointing_steps", "checkpoints_total_limit", "seed", "log_every", "sample_every", "num_samples"):
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=int)
     p.add_argument("--prediction-type", dest="prediction_type", choices=PREDICTION_TYPES)
     p.add_argument("--timestep-type", dest="timestep_type", choices=TIMESTEP_TYPES)
@@ -42,6 +42,9 @@ def add_train_parser(commands):
     p.add_argument("--mixed-precision", dest="mixed_precision", choices=MIXED_PRECISIONS)
     p.add_argument("--checkpoint-dir", dest="checkpoint_dir", help="default: <output-dir>/checkpoints")
     p.add_argument("--resume", help="'latest' or a checkpoint-N folder")
+    p.add_argument("--push-to-hub", dest="push_to_hub", action="store_true", default=None,
+                   help="push the saved pipeline to the Hub (after the local save)")
+    p.add_argument("--hub-model-id", dest="hub_model_id", help="Hub repo for --push-to-hub (default: output folder name)")
     p.set_defaults(func=train_from_args)
     return p
 

@@ -14,6 +14,7 @@ import os
 import shutil
 
 import torch
+from tqdm.auto import tqdm
 
 from ..parameterization import Parameterization
 from ..schedulers.scheduling_score_sde import PAPER_DEFAULTS
@@ -50,6 +51,10 @@ class TrainingConfig:
         checkpoint_dir (`str`): ``None`` means ``<output_dir>/checkpoints``. checkpoints_total_limit: keep this many.
         resume (`str`): ``None``, ``"latest"`` or a checkpoint folder.
         seed (`int`), log_every (`int`).
+        sample_every (`int`): every this many steps, write a grid of ``num_samples`` samples of the EMA weights to
+            ``<output_dir>/samples/step-N.png`` (0: never).
+        push_to_hub (`bool`), hub_model_id (`str`): after saving, push the pipeline to the Hub repo ``hub_model_id``
+            (default: the output folder's name).
     """
 
     output_dir: str
@@ -84,6 +89,10 @@ class TrainingConfig:
     resume: str = None
     seed: int = 0
     log_every: int = 100
+    sample_every: int = 0
+    num_samples: int = 16
+    push_to_hub: bool = False
+    hub_model_id: str = None
 
     def validate(self):
         checks = [
@@ -107,6 +116,8 @@ class TrainingConfig:
             ("checkpoints_total_limit", self.checkpoints_total_limit >= 1, ">= 1"),
             ("eps", 0 < self.eps < 1, "in (0, 1)"),
             ("ema_decay", self.ema_decay is None or 0 <= self.ema_decay < 1, "in [0, 1)"),
+            ("sample_every", self.sample_every >= 0, ">= 0 (0 disables sample grids)"),
+            ("num_samples", self.num_samples >= 1, "an integer >= 1"),
         ]
         for name, ok, allowed in checks:
             if not ok:
@@ -194,6 +205,26 @@ def _warmup(warmup_steps):
     return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
 
 
+def _save_samples(unet, ema, scheduler, config, path):
+    """A grid of samples of the EMA weights (20-step exponential integrator), training weights restored after."""
+    from ..image_grid import save_image_grid
+    from ..pipelines import ScoreSDEPipeline
+    from ..schedulers import ExponentialIntegratorScheduler
+
+    ema.store(unet.parameters())
+    ema.copy_to(unet.parameters())
+    unet.eval()
+    try:
+        pipe = ScoreSDEPipeline(unet=unet, scheduler=ExponentialIntegratorScheduler.from_config(scheduler.config))
+        pipe.set_progress_bar_config(disable=True)
+        images = pipe(batch_size=config.num_samples, num_inference_steps=20,
+                      generator=torch.Generator().manual_seed(config.seed)).images
+        save_image_grid(images, path)
+    finally:
+        unet.train()
+        ema.restore(unet.parameters())
+
+
 def train(config):
     """Run training as described by a :class:`TrainingConfig`; returns the saved ``ScoreSDEPipeline``."""
     import json
@@ -229,6 +260,11 @@ def train(config):
     ema.to(accelerator.device)
     accelerator.register_for_checkpointing(ema, lr_schedule)
 
+    scheduler = PredictorCorrectorScheduler(
+        sde_type=config.sde_type, sigma_min=config.sigma_min, sigma_max=config.sigma_max, beta_min=config.beta_min,
+        beta_max=config.beta_max, num_train_timesteps=config.num_train_timesteps, prediction_type=prediction_type,
+        timestep_type=timestep_type, data_centered=data_centered)
+
     step = 0
     if resume_path:
         accelerator.load_state(resume_path)
@@ -241,6 +277,8 @@ def train(config):
     unet.train()
     accumulation = config.gradient_accumulation_steps
     running = 0.0
+    progress = tqdm(total=config.max_steps, initial=step, desc="training", unit="step",
+                    disable=not accelerator.is_local_main_process)
     while step < config.max_steps:
         for micro in range(accumulation):
             micro_batch = step * accumulation + micro
@@ -274,6 +312,11 @@ def train(config):
         step += 1
         lr_schedule.step()
         ema.step(accelerator.unwrap_model(unet).parameters())
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss.item():.4f}")
+        if config.sample_every and step % config.sample_every == 0 and accelerator.is_main_process:
+            _save_samples(accelerator.unwrap_model(unet), ema, scheduler, config,
+                          os.path.join(config.output_dir, "samples", f"step-{step}.png"))
         if config.log_every and step % config.log_every == 0:
             accelerator.print(f"step {step}/{config.max_steps} loss {running / config.log_every:.4f}"
                               f" lr {lr_schedule.get_last_lr()[0]:.2e} ema decay {ema.cur_decay_value:.4f}")
@@ -283,16 +326,15 @@ def train(config):
             last_checkpoint = save_checkpoint_atomically(accelerator, checkpoint_dir, step, state,
                                                          config.checkpoints_total_limit)
 
+    progress.close()
     accelerator.wait_for_everyone()
     final = accelerator.unwrap_model(unet)
     ema.copy_to(final.parameters())
-    scheduler = PredictorCorrectorScheduler(
-        sde_type=config.sde_type, sigma_min=config.sigma_min, sigma_max=config.sigma_max, beta_min=config.beta_min,
-        beta_max=config.beta_max, num_train_timesteps=config.num_train_timesteps, prediction_type=prediction_type,
-        timestep_type=timestep_type, data_centered=data_centered)
     pipeline = ScoreSDEPipeline(unet=final.eval(), scheduler=scheduler)
     if accelerator.is_main_process:
         pipeline.save_pretrained(config.output_dir)
         accelerator.print(f"saved the EMA pipeline to {config.output_dir}")
+        if config.push_to_hub:  # after the local save: a failed upload loses nothing
+            pipeline.push_to_hub(config.hub_model_id or os.path.basename(os.path.abspath(config.output_dir)))
     accelerator.end_training()
     return pipeline

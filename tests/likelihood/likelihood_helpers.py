@@ -32,10 +32,7 @@ def exact_pipeline(sde_type, channels=2, size=2, data_centered=None, seed=0, uni
     low, high = (-1.0, 1.0) if scheduler.config.data_centered else (0.0, 1.0)
     unit = unit_mixture(channels, size, seed) if unit is None else unit
     mixture = GaussianMixture(unit.weights, low + (high - low) * unit.means, (high - low) ** 2 * unit.variances)
-    model = GaussianMixtureModel.from_mixture(
-        mixture, channels, size, sde_type=sde_type, prediction_type=scheduler.config.prediction_type,
-        timestep_type=scheduler.config.timestep_type, **sde_config,
-    )
+    model = GaussianMixtureModel.for_scheduler(mixture, scheduler, channels, size)
     pipe = ScoreSDEPipeline(unet=model, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe, mixture

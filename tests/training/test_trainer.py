@@ -83,6 +83,23 @@ def test_saved_pipeline_loads_and_samples(tmp_path):
     assert images.shape == (2, 8, 8, 1) and np.isfinite(images).all()
 
 
+def test_sample_grids_do_not_disturb_training(tmp_path):
+    with_grids = _weights(train(_config(tmp_path / "a", sample_every=2, num_samples=4, checkpointing_steps=0)))
+    assert sorted(os.listdir(tmp_path / "a" / "out" / "samples")) == ["step-2.png", "step-4.png"]
+    assert Image.open(tmp_path / "a" / "out" / "samples" / "step-4.png").size[0] >= 20
+    # sampling uses the EMA weights and its own generator: the trained weights are exactly those of a run without grids
+    without = _weights(train(_config(tmp_path / "b", checkpointing_steps=0)))
+    assert all(torch.equal(with_grids[name], without[name]) for name in without)
+
+
+def test_push_to_hub_offline_fails_after_the_local_save(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = _config(tmp_path, max_steps=1, checkpointing_steps=0, push_to_hub=True, hub_model_id="me/digits")
+    with pytest.raises(Exception, match="(?i)offline"):
+        train(config)
+    assert ScoreSDEPipeline.from_pretrained(config.output_dir) is not None  # the local copy is complete
+
+
 def _write(folder, name, size, mode="L"):
     Image.new(mode, size, 128).save(folder / name)
 
