@@ -16,7 +16,6 @@ from ..schedulers.scheduling_score_sde import ScoreSDESchedulerMixin
 from ..solvers.probability_flow_ode import ProbabilityFlowODE, score_function
 from ..solvers.gotta_go_fast import (
     GOTTA_GO_FAST_DEFAULTS,
-    batched_score_function,
     check_gotta_go_fast_arguments,
     sample_gotta_go_fast,
 )
@@ -304,7 +303,7 @@ class ScoreSDEPipeline(DiffusionPipeline):
         if solver == "gotta_go_fast":
             defaults = GOTTA_GO_FAST_DEFAULTS
             return sample_gotta_go_fast(
-                sde, batched_score_function(self.unet, self.scheduler), sample, eps,
+                sde, score_function(self.unet, self.scheduler), sample, eps,
                 rtol=defaults["rtol"] if rtol is None else rtol, atol=defaults["atol"] if atol is None else atol,
                 generator=generator, max_nfe=max_nfe,
             )

@@ -10,6 +10,6 @@ from .probability_flow_ode import (
     ProbabilityFlowODEOutput,
     score_function,
 )
-from .gotta_go_fast import GOTTA_GO_FAST_DEFAULTS, batched_score_function, sample_gotta_go_fast
+from .gotta_go_fast import GOTTA_GO_FAST_DEFAULTS, sample_gotta_go_fast
 from .noise_removal import remove_noise
 from .reverse_sde_torchsde import TORCHSDE_METHODS, brownian_motion, sample_reverse_sde

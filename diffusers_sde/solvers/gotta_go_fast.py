@@ -21,24 +21,6 @@ from .probability_flow_ode import MaxNFEExceededError
 GOTTA_GO_FAST_DEFAULTS = dict(rtol=1e-2, atol=0.0078, h_init=1e-2, safety=0.9, exponent=0.9)
 
 
-def batched_score_function(model, scheduler):
-    """``score(x, t)`` from a network and a diffusers-sde scheduler, for a per-sample time t of shape (B,).
-
-    The network is fed ``scheduler.parameterization.model_time(t)`` as a (B,) tensor (as ``UNet2DModel`` accepts);
-    its output becomes a score through the scheduler's parameterization.
-    """
-    sde, parameterization = scheduler.sde, scheduler.parameterization
-
-    def score(x, t):
-        t = torch.as_tensor(t, dtype=torch.float64, device=x.device).expand(x.shape[0])
-        a, s = (value.to(x.dtype).view(-1, *([1] * (x.dim() - 1))) for value in sde.marginal(t))
-        timestep = parameterization.model_time(t).to(torch.promote_types(model.dtype, torch.float32))
-        output = model(x.to(model.dtype), timestep).sample.to(x.dtype)
-        return parameterization.score(output, x, a, s)
-
-    return score
-
-
 def _noise(shape, indices, generator, like):
     """Standard normal noise for the samples ``indices``; a list of generators draws each sample from its own."""
     if isinstance(generator, (list, tuple)):
@@ -73,7 +55,7 @@ def sample_gotta_go_fast(sde, score_fn, latents, sampling_eps, rtol=GOTTA_GO_FAS
 
     Args:
         sde (`ScoreSDE`): the forward SDE.
-        score_fn (`Callable`): ``score(x, t)`` with t of shape (B,), see :func:`batched_score_function`.
+        score_fn (`Callable`): ``score(x, t)`` with t of shape (B,), see :func:`~diffusers_sde.solvers.probability_flow_ode.score_function`.
         latents (`torch.Tensor`): (B, ...) prior sample at t = 1.
         sampling_eps (`float`): end time of the integration (paper: 1e-5 VE, 1e-3 VP / sub-VP).
         rtol (`float`), atol (`float`): relative and absolute tolerances (paper: 0.01 and 0.0078 for data in [-1, 1];

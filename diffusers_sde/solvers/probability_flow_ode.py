@@ -63,10 +63,11 @@ class ProbabilityFlowLikelihoodOutput(BaseOutput):
 
 
 def score_function(model, scheduler):
-    """Build ``score(x, t)`` from a network and a diffusers-sde scheduler, for :class:`ProbabilityFlowODE`.
+    """Build ``score(x, t)`` from a network and a diffusers-sde scheduler, for every solver in ``solvers/``.
 
-    The network is fed ``scheduler.parameterization.model_time(t)`` and the sample cast to its dtype; its output is
-    turned into a score by the scheduler's parameterization (the package's one conversion point).
+    ``t`` is one time for the batch (a number or 0-dim tensor) or one per sample (shape (B,), as the adaptive SDE solver
+    needs). The network is fed ``scheduler.parameterization.model_time(t)`` and the sample cast to its dtype; its
+    output is turned into a score by the scheduler's parameterization (the package's one conversion point).
 
     Args:
         model (`ModelMixin`): called as ``model(sample, timestep).sample``, like a ``UNet2DModel``.
@@ -75,12 +76,13 @@ def score_function(model, scheduler):
     sde, parameterization = scheduler.sde, scheduler.parameterization
 
     def score(x, t):
-        # One time for the whole batch, fed as a 0-dim tensor like the pipeline's loop does.
-        time = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(())
-        a, s = sde.marginal(time)
-        model_dtype = model.dtype
-        timestep = parameterization.model_time(time).to(torch.promote_types(model_dtype, torch.float32))
-        output = model(x.to(model_dtype), timestep).sample.to(x.dtype)
+        time = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+        if time.numel() == 1:
+            time = time.reshape(())  # one time for the batch, fed as a 0-dim tensor like the pipeline's loop does
+        a, s = (value.to(x.dtype).view(-1, *([1] * (x.dim() - 1))) if time.dim() else value.to(x.dtype)
+                for value in sde.marginal(time))
+        timestep = parameterization.model_time(time).to(torch.promote_types(model.dtype, torch.float32))
+        output = model(x.to(model.dtype), timestep).sample.to(x.dtype)
         return parameterization.score(output, x, a, s)
 
     return score
