@@ -74,15 +74,19 @@ def _report_digits_quality(pipe, images):
     )
 
 
+def _load_pipeline(model):
+    try:
+        return ScoreSDEPipeline.from_pretrained(model)
+    except (OSError, ValueError, EnvironmentError) as error:
+        raise SystemExit(f"--model {model!r} could not be loaded: {error}") from error
+
+
 def sample(args):
     if args.steps is not None and args.steps < 1:
         raise SystemExit(f"--steps must be >= 1, got {args.steps}.")
     if args.batch_size < 1:
         raise SystemExit(f"--batch-size must be >= 1, got {args.batch_size}.")
-    try:
-        pipe = ScoreSDEPipeline.from_pretrained(args.model)
-    except (OSError, ValueError, EnvironmentError) as error:
-        raise SystemExit(f"--model {args.model!r} could not be loaded: {error}") from error
+    pipe = _load_pipeline(args.model)
     pipe.scheduler = _build_scheduler(pipe, args)
     pipe.to(args.device)
     pipe.set_progress_bar_config(disable=args.quiet)
@@ -103,13 +107,6 @@ def sample(args):
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-def _load_pipeline(model):
-    try:
-        return ScoreSDEPipeline.from_pretrained(model)
-    except (OSError, ValueError, EnvironmentError) as error:
-        raise SystemExit(f"--model {model!r} could not be loaded: {error}") from error
 
 
 def _load_image_folder(folder, shape, limit):
