@@ -9,11 +9,11 @@ import torch
 
 from .image_grid import save_image_grid
 from .pipelines import ScoreSDEPipeline
-from .pipelines.pipeline_score_sde import _sample_shape
+from .pipelines.image_processing import sample_shape as _sample_shape
 from .schedulers import (
     CORRECTORS,
     PREDICTORS,
-    SOLVERS,
+    INTEGRATORS,
     EDMHeunScheduler,
     ExponentialIntegratorScheduler,
     PredictorCorrectorScheduler,
@@ -30,7 +30,7 @@ SCHEDULER_SAMPLERS = {  # --sampler -> the scheduler that runs in the diffusers 
     "exponential_integrator": ExponentialIntegratorScheduler,
     "edm_heun": EDMHeunScheduler,
 }
-SOLVER_SAMPLERS = {"torchsde": "torchsde", "gotta_go_fast": "gotta_go_fast", "adaptive_ode": "ode"}  # pipe(solver=...)
+SOLVER_SAMPLERS = {"torchsde": "torchsde", "gotta_go_fast": "gotta_go_fast", "adaptive_ode": "adaptive_ode"}  # pipe(sampler=...)
 
 
 def _build_scheduler(pipe, args):
@@ -42,7 +42,7 @@ def _build_scheduler(pipe, args):
             if getattr(args, name) is not None:
                 overrides[name] = getattr(args, name)
     if args.sampler == "ode":
-        overrides["solver"] = args.solver
+        overrides["integrator"] = args.solver
     return SCHEDULER_SAMPLERS[args.sampler].from_config(pipe.scheduler.config, **overrides)
 
 
@@ -50,7 +50,7 @@ def _solver_arguments(args):
     if args.sampler not in SOLVER_SAMPLERS:
         return {}
     given = {"method": args.method, "rtol": args.rtol, "atol": args.atol}
-    return {"solver": SOLVER_SAMPLERS[args.sampler], **{k: v for k, v in given.items() if v is not None}}
+    return {"sampler": SOLVER_SAMPLERS[args.sampler], **{k: v for k, v in given.items() if v is not None}}
 
 
 def _report_digits_quality(pipe, images):
@@ -209,7 +209,7 @@ def build_parser():
     p.add_argument("--corrector", choices=CORRECTORS)
     p.add_argument("--snr", type=float)
     p.add_argument("--corrector-steps", dest="corrector_steps", type=int)
-    p.add_argument("--solver", choices=SOLVERS, default="heun", help="ODE solver for --sampler ode")
+    p.add_argument("--solver", choices=INTEGRATORS, default="heun", help="ODE solver for --sampler ode")
     p.add_argument("--method", help="torchsde method (euler, milstein, heun, midpoint, srk) or torchdiffeq method")
     p.add_argument("--rtol", type=float, help="tolerance of the adaptive samplers")
     p.add_argument("--atol", type=float, help="tolerance of the adaptive samplers")

@@ -46,5 +46,5 @@ def test_bad_arguments(model_folder, tmp_path):
         main(["sample", "--model", "no/such-folder", "--out", str(tmp_path / "x.png")])
     with pytest.raises(SystemExit, match="--steps must be >= 1, got 0"):
         main(["sample", "--model", model_folder, "--steps", "0", "--out", str(tmp_path / "x.png")])
-    with pytest.raises(SystemExit, match="snr must be > 0"):
+    with pytest.raises(SystemExit, match="snr must be a finite number > 0"):
         main(["sample", "--model", model_folder, "--snr", "-1", "--steps", "2", "--out", str(tmp_path / "x.png")])

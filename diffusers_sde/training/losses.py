@@ -70,21 +70,8 @@ def model_output(model, sample, timestep):
 
 
 def log_noise_to_signal(sde, t):
-    """rho(t) = log(s(t)^2 / a(t)^2); increasing in t for every SDE here, with d rho / dt = g(t)^2 / s(t)^2."""
-    a, s = sde.marginal(t)
-    return 2 * (torch.log(s) - torch.log(a))
-
-
-def _time_from_log_noise_to_signal(sde, rho, low, high, iterations=60):
-    """Invert rho(t) by bisection on [low, high] (float64): written once for any SDE, no closed form needed."""
-    low = torch.full_like(rho, low)
-    high = torch.full_like(rho, high)
-    for _ in range(iterations):
-        middle = (low + high) / 2
-        below = log_noise_to_signal(sde, middle) < rho
-        low = torch.where(below, middle, low)
-        high = torch.where(below, high, middle)
-    return (low + high) / 2
+    """rho(t) = log(s(t)^2 / a(t)^2) = -2 lambda(t); increasing in t for every SDE here, with d rho / dt = g(t)^2 / s(t)^2."""
+    return -2 * sde.log_snr(t)
 
 
 def sample_training_times(sde, batch_size, eps=1e-5, importance_sampling=False, generator=None, device=None):
@@ -107,7 +94,7 @@ def sample_training_times(sde, batch_size, eps=1e-5, importance_sampling=False, 
     bounds = torch.tensor([eps, 1.0], dtype=torch.float64)
     rho_low, rho_high = log_noise_to_signal(sde, bounds).tolist()
     rho = rho_low + uniform * (rho_high - rho_low)
-    t = _time_from_log_noise_to_signal(sde, rho, eps, 1.0)
+    t = sde.time_from_log_snr(-rho / 2).clamp(eps, 1.0)
     return t, (rho_high - rho_low) / (1 - eps)
 
 

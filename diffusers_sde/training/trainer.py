@@ -16,8 +16,7 @@ import shutil
 import torch
 from tqdm.auto import tqdm
 
-from ..parameterization import Parameterization
-from ..schedulers.scheduling_score_sde import PAPER_DEFAULTS
+from ..parameterization import PARAMETERIZATION_DEFAULTS, Parameterization
 from ..sde import SDE_TYPES, make_sde
 from .data import load_dataset, random_horizontal_flip
 from .losses import LOSSES, REDUCTIONS, WEIGHTINGS, denoising_score_matching_loss, discrete_score_matching_loss
@@ -128,7 +127,7 @@ class TrainingConfig:
     def resolved(self, name):
         """A parameterization field, with the SDE's paper default when unset."""
         value = getattr(self, name)
-        return PAPER_DEFAULTS[self.sde_type][name] if value is None else value
+        return PARAMETERIZATION_DEFAULTS[self.sde_type][name] if value is None else value
 
 
 # --- checkpoints -------------------------------------------------------------------------------------------------

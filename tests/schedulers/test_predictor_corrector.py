@@ -97,7 +97,7 @@ def _bounded_mixture():
 
 
 @pytest.mark.parametrize("scheduler_class, kwargs", [(PredictorCorrectorScheduler, dict()),
-                                                     (ProbabilityFlowScheduler, dict(solver="heun"))])
+                                                     (ProbabilityFlowScheduler, dict(integrator="heun"))])
 def test_inside_an_unmodified_ddpm_pipeline(scheduler_class, kwargs):
     mixture = _bounded_mixture()
     scheduler = scheduler_class.from_config(DDPMScheduler().config, **kwargs)
@@ -157,8 +157,8 @@ def test_timesteps_follow_the_network_convention():
         (dict(corrector="hmc"), "corrector must be one of"),
         (dict(prediction_type="eps"), "prediction_type must be one of"),
         (dict(sde_type="vpsde"), "sde_type must be one of"),
-        (dict(snr=0.0), "snr must be > 0"),
-        (dict(snr=-1.0), "snr must be > 0"),
+        (dict(snr=0.0), "snr must be a finite number > 0"),
+        (dict(snr=-1.0), "snr must be a finite number > 0"),
         (dict(sampling_eps=0.0), "sampling_eps must be in"),
         (dict(sampling_eps=1.5), "sampling_eps must be in"),
         (dict(sigma_min=60.0), "sigma_min"),
