@@ -24,5 +24,6 @@ def time_progress(pipe, score_fn, t_start, t_end, description):
 
     try:
         yield score
+        bar.update(_UNITS - bar.n)  # the solve reached t_end
     finally:
         bar.close()

@@ -6,20 +6,22 @@ from dataclasses import dataclass
 import torch
 from diffusers.configuration_utils import register_to_config
 
-from ..sde import gaussian_transition, tweedie_denoise
+from ..sde import gaussian_transition
 from ..validation import check_choice, check_integer, check_positive
 from .scheduling_score_sde import DATA_LEVEL, PlanStep, ScoreSDESchedulerMixin
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama", "ancestral", "none")
 CORRECTORS = ("langevin", "ald", "none")
 LANGEVIN_NORMS = ("batch", "per_sample")
+ANCESTRAL_VARIANCES = ("posterior", "transition")
 
 # The paper's sampler per SDE (score_sde configs): VE reverse diffusion + Langevin at snr 0.16 (CIFAR-10); VP and sub-VP
-# Euler-Maruyama without corrector (snr 0.01 where a corrector is added).
+# Euler-Maruyama without corrector (snr 0.01 where a corrector is added). Its ancestral step (Eq. 47) adds the
+# posterior's noise for VE (SMLD) and the transition's beta_i for VP (DDPM with sigma^2 = beta).
 SAMPLER_DEFAULTS = {
-    "ve": dict(predictor="reverse_diffusion", corrector="langevin", snr=0.16),
-    "vp": dict(predictor="euler_maruyama", corrector="none", snr=0.01),
-    "subvp": dict(predictor="euler_maruyama", corrector="none", snr=0.01),
+    "ve": dict(predictor="reverse_diffusion", corrector="langevin", snr=0.16, ancestral_variance="posterior"),
+    "vp": dict(predictor="euler_maruyama", corrector="none", snr=0.01, ancestral_variance="transition"),
+    "subvp": dict(predictor="euler_maruyama", corrector="none", snr=0.01, ancestral_variance="transition"),
 }
 
 
@@ -74,6 +76,11 @@ class PredictorCorrectorScheduler(ScoreSDESchedulerMixin):
         corrector_steps (`int`): corrector updates per grid time.
         langevin_norm (`str`): ``batch`` (the paper's code: the ``langevin`` step uses norms averaged over the batch)
             or ``per_sample`` (each sample's own norms: batch-invariant, slightly biased; see docs/core.md).
+        ancestral_variance (`str`, *optional*): the noise of the ``ancestral`` predictor, whose mean is the posterior
+            mean (x + G_i^2 score) / r_i: ``posterior`` (the variance of q(x_{i-1} | x_i, x_0); DDPM's beta-tilde,
+            diffusers' ``fixed_small``) or ``transition`` (G_i^2; DDPM's beta, ``fixed_large``). Paper (Eq. 47 and its
+            code): ``posterior`` for VE, ``transition`` for VP and sub-VP, which is also the more accurate on narrow
+            data at N = 1000 (docs/core.md).
     """
 
     @register_to_config
@@ -94,10 +101,11 @@ class PredictorCorrectorScheduler(ScoreSDESchedulerMixin):
         snr: float = None,
         corrector_steps: int = 1,
         langevin_norm: str = "batch",
+        ancestral_variance: str = None,
     ):
         self._setup(sde_type, sigma_min, sigma_max, beta_min, beta_max, num_train_timesteps, sampling_eps,
                     prediction_type, timestep_type, data_centered)
-        given = dict(predictor=predictor, corrector=corrector, snr=snr)
+        given = dict(predictor=predictor, corrector=corrector, snr=snr, ancestral_variance=ancestral_variance)
         resolved = {key: SAMPLER_DEFAULTS[sde_type][key] if value is None else value
                     for key, value in given.items()}
         self.register_to_config(**{key: value for key, value in resolved.items() if given[key] is None})
@@ -105,6 +113,7 @@ class PredictorCorrectorScheduler(ScoreSDESchedulerMixin):
         self.corrector = check_choice("corrector", resolved["corrector"], CORRECTORS)
         check_integer("corrector_steps", corrector_steps, minimum=0)
         check_choice("langevin_norm", langevin_norm, LANGEVIN_NORMS)
+        check_choice("ancestral_variance", resolved["ancestral_variance"], ANCESTRAL_VARIANCES)
         if self.predictor == "none" and (self.corrector == "none" or corrector_steps == 0):
             raise ValueError(
                 f"predictor='none' with corrector={self.corrector!r} and corrector_steps={corrector_steps} does nothing."
@@ -158,7 +167,9 @@ class PredictorCorrectorScheduler(ScoreSDESchedulerMixin):
         if self.predictor == "reverse_diffusion":
             # Eq. 46: x_{i-1} = x_i - f_i(x_i) + G_i^2 score + G_i z, with f_i, G_i from the SDE's discretization.
             return x - (ratio - 1) * x + variance * score, math.sqrt(variance)
-        # Ancestral: the exact Gaussian posterior q(x_{i-1} | x_i, x_0) at Tweedie's x_0 (Eq. 47 for VE, DDPM for VP).
-        x0 = tweedie_denoise(x, score, level.a, level.s)
-        mean = (ratio * next_level.s**2 * x + next_level.a * variance * x0) / level.s**2
-        return mean, math.sqrt(variance * next_level.s**2) / level.s
+        # Ancestral (Eq. 47): the mean of the posterior q(x_{i-1} | x_i, x_0) at Tweedie's x_0, which is
+        # (x + G_i^2 score) / r_i, with the posterior's or the transition's noise.
+        mean = (x + variance * score) / ratio
+        if self.config.ancestral_variance == "posterior":
+            return mean, math.sqrt(variance) * next_level.s / level.s
+        return mean, math.sqrt(variance)

@@ -27,6 +27,7 @@ class ProbabilityFlowScheduler(ScoreSDESchedulerMixin):
     """
 
     _deprecated_kwargs = ["solver"]
+    ignore_for_config = ["kwargs"]  # the deprecated keyword is no config entry
     _renamed_config_keys = {"solver": "integrator"}
 
     @register_to_config

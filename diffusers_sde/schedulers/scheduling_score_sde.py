@@ -188,7 +188,8 @@ class ScoreSDESchedulerMixin(SchedulerMixin, ConfigMixin):
                 if old in config:
                     value = config.pop(old)
                     deprecate(old, "1.0.0", f"The config key {old!r} of {cls.__name__} is now {new!r}.", standard_warn=False)
-                    config.setdefault(new, value)
+                    config[new] = value
+                    config["_use_default_values"] = [k for k in config.get("_use_default_values", []) if k != new]
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     @classmethod
