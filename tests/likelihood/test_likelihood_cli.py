@@ -80,3 +80,25 @@ def test_cli_levels_reach_the_pipeline(saved, tmp_path, capsys):
     values = pipe.log_likelihood(few_levels, generator=torch.Generator().manual_seed(3), divergence="exact",
                                  num_levels=17).bits_per_dim
     assert float(match.group(1)) == pytest.approx(values.mean().item(), abs=1e-4)
+
+
+def test_a_missing_data_folder_is_refused_before_the_model_is_loaded(tmp_path):
+    # --model does not exist either: the --data error must come first, without the seconds a model load costs.
+    from console_script import run_cli
+
+    result = run_cli("likelihood", "--model", tmp_path / "no-model", "--data", tmp_path / "no-data", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"--data '{tmp_path / 'no-data'}' is not a folder."
+
+
+def test_one_image_prints_its_figure_without_an_interval(saved, capsys):
+    root, pixels = saved
+    main(["likelihood", "--model", str(root / "model"), "--data", str(root / "data"), "--divergence", "exact",
+          "--seed", "3", "--limit", "1", "--quiet"])
+    printed = capsys.readouterr().out
+    assert "nan" not in printed
+    match = re.search(r"1 image, ([0-9.]+) bits/dim \(one image: no interval\)", printed)
+    assert match, printed
+    pipe = ScoreSDEPipeline.from_pretrained(root / "model")
+    value = pipe.log_likelihood(pixels[:1], generator=torch.Generator().manual_seed(3), divergence="exact").bits_per_dim
+    assert float(match.group(1)) == pytest.approx(value.item(), abs=1e-4)
