@@ -102,3 +102,24 @@ def test_one_image_prints_its_figure_without_an_interval(saved, capsys):
     pipe = ScoreSDEPipeline.from_pretrained(root / "model")
     value = pipe.log_likelihood(pixels[:1], generator=torch.Generator().manual_seed(3), divergence="exact").bits_per_dim
     assert float(match.group(1)) == pytest.approx(value.item(), abs=1e-4)
+
+
+def test_colour_images_for_a_grey_model_follow_the_python_rule(saved, tmp_path, capsys):
+    # The command line no longer converts silently: it hands the PIL images to the pipeline as they are, so it refuses
+    # or scores an RGB file for a 1-channel model exactly as `log_likelihood` does on the same PIL images.
+    root, pixels = saved
+    for i, image in enumerate(pixels[:2]):
+        PIL.Image.fromarray(np.repeat(image, 3, axis=-1), mode="RGB").save(tmp_path / f"{i:02d}.png")
+    rgb = [PIL.Image.open(tmp_path / f"{i:02d}.png").convert("RGB") for i in range(2)]
+    pipe = ScoreSDEPipeline.from_pretrained(root / "model")
+    argv = ["likelihood", "--model", str(root / "model"), "--data", str(tmp_path), "--divergence", "exact", "--seed", "3"]
+    try:
+        expected = pipe.log_likelihood(rgb, generator=torch.Generator().manual_seed(3), divergence="exact").bits_per_dim
+    except ValueError as error:
+        with pytest.raises(SystemExit) as refused:
+            main(argv)
+        assert str(refused.value) == f"--data {str(tmp_path)!r}: {error}"
+    else:
+        main(argv)
+        match = re.search(r"2 images, ([0-9.]+) \+-", capsys.readouterr().out)
+        assert float(match.group(1)) == pytest.approx(expected.mean().item(), abs=1e-4)
