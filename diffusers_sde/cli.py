@@ -63,6 +63,22 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+# Python argument -> the flag that sets it, for errors raised past the CLI's own checks (by a scheduler or the pipeline).
+PYTHON_ARGUMENT_FLAGS = {"num_inference_steps": "--steps", "batch_size": "--batch-size", "corrector_steps": "--corrector-steps",
+                         "predictor": "--predictor", "corrector": "--corrector", "snr": "--snr", "integrator": "--integrator",
+                         "method": "--method", "rtol": "--rtol", "atol": "--atol"}
+
+
+def _with_flags(message):
+    """``num_inference_steps must be ...`` -> ``--steps must be ...``; ``got rtol=0`` -> ``got --rtol 0``."""
+    import re
+
+    for name, flag in PYTHON_ARGUMENT_FLAGS.items():
+        message = re.sub(rf"\b{name}=", f"{flag} ", message)
+        message = re.sub(rf"(^|[\s(,]){name}(?= must| and| or|,)", rf"\g<1>{flag}", message)
+    return message
+
+
 def _note(message):
     print(f"note: {message}", file=sys.stderr)
 
@@ -204,7 +220,7 @@ def sample(args):
     try:
         pipe.scheduler = _build_scheduler(pipe, args)
     except ValueError as error:
-        raise SystemExit(f"--sampler {args.sampler}: {error}") from None
+        raise SystemExit(f"--sampler {args.sampler}: {_with_flags(str(error))}") from None
     pipe.set_progress_bar_config(disable=args.quiet)
     # One generator per sample: a sample does not depend on the batch size. torchsde then keeps one Brownian interval
     # per sample, whose bookkeeping costs ~5 ms per sample and step on the CPU, so it gets a single generator.
@@ -212,9 +228,11 @@ def sample(args):
     if args.sampler == "torchsde":
         generator = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
-    # num_inference_steps=None: the sampler's own default step count.
-    output = pipe(batch_size=args.batch_size, num_inference_steps=args.steps, generator=generator, output_type="np",
-                  **_sampler_arguments(args))
+    try:  # num_inference_steps=None: the sampler's own default step count.
+        output = pipe(batch_size=args.batch_size, num_inference_steps=args.steps, generator=generator,
+                      output_type="np", **_sampler_arguments(args))
+    except ValueError as error:
+        raise SystemExit(f"--sampler {args.sampler}: {_with_flags(str(error))}") from None
     seconds = time.perf_counter() - start
     save_image_grid(pipe.numpy_to_pil(output.images), args.out)
     print(f"wrote {args.out}: {args.batch_size} samples, sampler={args.sampler}, NFE={output.nfe}, wall time {seconds:.2f} s")

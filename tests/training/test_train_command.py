@@ -66,13 +66,13 @@ def test_sigint_and_sigterm_end_with_the_last_checkpoint_and_the_resume_command(
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         output_dir = tmp_path / signal_number.name
         command = [CONSOLE_SCRIPT, "train", "--output-dir", str(output_dir), "--max-steps", "100000", "--batch-size", "8",
-                   "--log-every", "0", "--checkpointing-steps", "3", "--seed", "7"]
+                   "--log-every", "0", "--checkpointing-steps", "2", "--seed", "7"]
         children[signal_number] = (output_dir, subprocess.Popen(command, cwd=tmp_path, env=env, text=True,
                                                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     try:
         deadline = time.monotonic() + 120
         for signal_number, (output_dir, child) in children.items():
-            while not (output_dir / "checkpoints" / "checkpoint-3").exists():
+            while not (output_dir / "checkpoints" / "checkpoint-2").exists():
                 assert child.poll() is None and time.monotonic() < deadline, child.stderr.read()[-2000:]
                 time.sleep(0.1)
             child.send_signal(signal_number)
@@ -89,7 +89,7 @@ def test_sigint_and_sigterm_end_with_the_last_checkpoint_and_the_resume_command(
             assert argv[:2] == ["diffusers-sde", "train"]
             args = build_parser().parse_args(argv[1:])
             assert (args.output_dir, args.max_steps, args.checkpointing_steps, args.seed, args.resume) == (
-                str(output_dir), 100000, 3, 7, "latest")
+                str(output_dir), 100000, 2, 7, "latest")
     finally:
         for _, child in children.values():
             if child.poll() is None:
