@@ -343,14 +343,15 @@ def _add_sample_parser(commands):
     p = commands.add_parser(
         "sample", help="generate an image grid from a model folder or Hub repo",
         formatter_class=_HelpFormatter,
-        description="Options marked (SAMPLER) apply only to those samplers; the others refuse them.")
+        description="An option whose help starts with sampler names in parentheses applies only to those samplers;"
+                    " the others refuse it.")
     p.add_argument("--model", default="digits-vp", help=MODEL_HELP)
     p.add_argument("--sampler", choices=(*SAMPLERS, *SAMPLER_ALIASES), default="predictor_corrector",
                    help="predictor_corrector / probability_flow / exponential_integrator / edm_heun run their scheduler"
                         " in the diffusers loop; torchsde / gotta_go_fast / adaptive_ode (RK45) are solvers outside it"
                         " (pc and ode: deprecated names of predictor_corrector and probability_flow)")
     p.add_argument("--steps", type=int,
-                   help="grid size, for every sampler but gotta_go_fast and adaptive_ode (default: the sampler's own)")
+                   help="(all samplers but gotta_go_fast and adaptive_ode) number of steps; default: the sampler's own")
     p.add_argument("--predictor", choices=PREDICTORS, help="(predictor_corrector) default: the model's")
     p.add_argument("--corrector", choices=CORRECTORS, help="(predictor_corrector) default: the model's")
     p.add_argument("--snr", type=float, help="(predictor_corrector) corrector signal-to-noise ratio; default: the model's")
@@ -362,7 +363,8 @@ def _add_sample_parser(commands):
                    help=f"(torchsde: {', '.join(METHODS['torchsde'])}; adaptive_ode: {', '.join(ODE_METHODS)})")
     p.add_argument("--rtol", type=float, help="(torchsde, gotta_go_fast, adaptive_ode) relative tolerance")
     p.add_argument("--atol", type=float, help="(torchsde, gotta_go_fast, adaptive_ode) absolute tolerance")
-    p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
+    p.add_argument("--seed", type=int, default=0,
+                   help="sample i is drawn with seed + i (torchsde: one generator, seed, for the batch)")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=16, help="number of samples")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--out", default="samples.png", help="image grid; the format follows the extension (.png, .jpg, ...)")

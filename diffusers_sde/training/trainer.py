@@ -452,12 +452,12 @@ def train(config):
                     last_checkpoint = save_checkpoint_atomically(accelerator, checkpoint_dir, step, state,
                                                                  config.checkpoints_total_limit)
     except KeyboardInterrupt as interrupt:
-        progress.close()
         signal_name = interrupt.args[0] if interrupt.args and interrupt.args[0] == "SIGTERM" else "SIGINT"
         raise TrainingInterrupted(signal_name, step, config.max_steps, last_checkpoint,
                                   config.checkpointing_steps) from interrupt
+    finally:
+        progress.close()
 
-    progress.close()
     accelerator.wait_for_everyone()
     final = accelerator.unwrap_model(unet)
     ema.copy_to(final.parameters())

@@ -84,11 +84,9 @@ def test_cli_levels_reach_the_pipeline(saved, tmp_path, capsys):
 
 def test_a_missing_data_folder_is_refused_before_the_model_is_loaded(tmp_path):
     # --model does not exist either: the --data error must come first, without the seconds a model load costs.
-    from console_script import run_cli
-
-    result = run_cli("likelihood", "--model", tmp_path / "no-model", "--data", tmp_path / "no-data", cwd=tmp_path)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == f"--data '{tmp_path / 'no-data'}' is not a folder."
+    with pytest.raises(SystemExit) as error:
+        main(["likelihood", "--model", str(tmp_path / "no-model"), "--data", str(tmp_path / "no-data")])
+    assert str(error.value) == f"--data '{tmp_path / 'no-data'}' is not a folder."
 
 
 def test_one_image_prints_its_figure_without_an_interval(saved, capsys):

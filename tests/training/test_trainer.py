@@ -30,7 +30,7 @@ def test_resume_continues_exactly(tmp_path):
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)
     # and the weights did move away from initialization: the comparison is not vacuous
-    fresh = _weights(train(_config(tmp_path / "c", max_steps=1, learning_rate=1e-12)))
+    fresh = _weights(train(_config(tmp_path / "c", max_steps=1, learning_rate=1e-12, warmup_steps=1)))
     assert any(not torch.allclose(fresh[name], straight[name]) for name in straight)
 
 
@@ -94,8 +94,9 @@ def test_sample_grids_do_not_disturb_training(tmp_path):
 
 def test_push_to_hub_offline_fails_after_the_local_save(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    config = _config(tmp_path, max_steps=1, checkpointing_steps=0, push_to_hub=True, hub_model_id="me/digits")
-    with pytest.raises(Exception, match="(?i)offline"):
+    config = _config(tmp_path, max_steps=1, warmup_steps=1, checkpointing_steps=0, push_to_hub=True,
+                     hub_model_id="me/digits")
+    with pytest.raises(trainer_module.PushToHubError, match="(?i)offline"):
         train(config)
     assert ScoreSDEPipeline.from_pretrained(config.output_dir) is not None  # the local copy is complete
 
