@@ -14,6 +14,7 @@ from .pretrained_models import PRETRAINED_MODELS, pretrained_model_path
 from .schedulers import (
     CORRECTORS,
     PREDICTORS,
+    SOLVERS as INTEGRATORS,  # ProbabilityFlowScheduler's integrators, euler and heun
     EDMHeunScheduler,
     ExponentialIntegratorScheduler,
     PredictorCorrectorScheduler,
@@ -23,7 +24,6 @@ from .solvers.probability_flow_ode import DIVERGENCES, METHODS as ODE_METHODS
 from .solvers.reverse_sde_torchsde import TORCHSDE_METHODS
 
 DEFAULT_MODEL = pretrained_model_path("digits-vp")
-INTEGRATORS = ("euler", "heun")
 
 SCHEDULER_SAMPLERS = {  # --sampler -> the scheduler that runs in the diffusers loop
     "predictor_corrector": PredictorCorrectorScheduler,
