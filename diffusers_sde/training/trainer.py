@@ -285,13 +285,18 @@ def _flag(name):
 
 def _compare_with_checkpoint(config, state, data_shape, resume_path):
     """Refuse a checkpoint of another model (one line listing the differences); return the other changed options."""
+    if "config" not in state:  # written by another tool: nothing to compare with
+        return []
     fields = {field.name for field in dataclasses.fields(TrainingConfig)}
-    stored = TrainingConfig(**{name: value for name, value in state.get("config", {}).items() if name in fields})
+    stored = TrainingConfig(**{name: value for name, value in state["config"].items() if name in fields})
     sde_parameters = {name for names in SDE_PARAMETERS.values() for name in names}
     model_fields = [name for name in MODEL_FIELDS  # an SDE's parameters matter only if it uses them
                     if name not in sde_parameters or name in SDE_PARAMETERS[stored.sde_type]]
-    differing = [f"{_flag(name)} {stored.resolved(name)} -> {config.resolved(name)}" for name in model_fields
-                 if stored.resolved(name) != config.resolved(name)]
+    def changed(names):
+        return [f"{_flag(name)} {stored.resolved(name)} -> {config.resolved(name)}" for name in names
+                if stored.resolved(name) != config.resolved(name)]
+
+    differing = changed(model_fields)
     stored_shape = state.get("data_shape")
     if stored_shape is not None and list(stored_shape) != list(data_shape):
         differing.append(f"--data image shape {'x'.join(map(str, stored_shape))} -> {'x'.join(map(str, data_shape))}")
@@ -299,8 +304,7 @@ def _compare_with_checkpoint(config, state, data_shape, resume_path):
         raise ValueError(
             f"--resume {resume_path} holds a different model: {', '.join(differing)} (checkpoint -> now); resume with"
             " the checkpoint's values, or train the new model into another --output-dir.")
-    return [f"{_flag(name)} {stored.resolved(name)} -> {config.resolved(name)}" for name in sorted(fields - set(MODEL_FIELDS))
-            if name != "resume" and stored.resolved(name) != config.resolved(name)]
+    return changed(sorted(fields - set(MODEL_FIELDS) - {"resume"}))
 
 
 def _set_learning_rate(optimizer, lr_schedule, learning_rate):
