@@ -23,6 +23,7 @@ from .schedulers import (
     ScoreSDESchedulerMixin,
     ScoreSDESchedulerOutput,
 )
+from .pretrained_models import PRETRAINED_MODELS, pretrained_model_path
 from .sde import SDE_TYPES, ScoreSDE, SubVPSDE, VESDE, VPSDE, make_sde
 from .solvers import DIVERGENCES, PROBES, MaxNFEExceededError, ProbabilityFlowODE
 from .solvers import ProbabilityFlowLikelihoodOutput, ProbabilityFlowODEOutput
@@ -43,6 +44,7 @@ __all__ = [
     "ScoreSDEEncodeOutput", "ScoreSDELikelihoodOutput", "slerp",
     "DIVERGENCES", "PROBES", "MaxNFEExceededError", "ProbabilityFlowODE", "ProbabilityFlowODEOutput",
     "ProbabilityFlowLikelihoodOutput", "score_function",
+    "PRETRAINED_MODELS", "pretrained_model_path",
     "ScoreSDE", "VESDE", "VPSDE", "SubVPSDE", "make_sde",
     "TrainingConfig", "denoising_score_matching_loss", "discrete_score_matching_loss", "sliced_score_matching_loss",
     "train",
