@@ -7,6 +7,9 @@ from ._registration import register as _register
 from .gaussian_mixture import GaussianMixture, GaussianMixtureModel
 from .parameterization import PREDICTION_TYPES, TIMESTEP_TYPES, Parameterization, score_function
 from .pipelines import SAMPLERS, ScoreSDEPipeline, ScoreSDEPipelineOutput
+from .pipelines import INVERSE_PROBLEM_METHODS, ScoreSDEColorizationPipeline, ScoreSDEImg2ImgPipeline
+from .pipelines import ScoreSDEInpaintPipeline, ScoreSDEInverseProblemPipeline
+from .inverse_problems import ChannelMean, Downsample, LinearOperator, Masking
 from .pipelines import ScoreSDEEncodeOutput, ScoreSDELikelihoodOutput, slerp
 from .schedulers import (
     CORRECTORS,
@@ -32,7 +35,8 @@ from .training import train
 
 __version__ = "0.1.0"
 
-_register([ScoreSDEPipeline])
+_register([ScoreSDEPipeline, ScoreSDEInverseProblemPipeline, ScoreSDEInpaintPipeline, ScoreSDEColorizationPipeline,
+           ScoreSDEImg2ImgPipeline])
 
 __all__ = [
     "CORRECTORS", "INTEGRATORS", "LANGEVIN_NORMS", "PREDICTORS", "PREDICTION_TYPES", "SAMPLERS", "SDE_TYPES",
@@ -40,7 +44,9 @@ __all__ = [
     "GaussianMixture", "GaussianMixtureModel", "Parameterization",
     "PredictorCorrectorScheduler", "ProbabilityFlowScheduler", "ExponentialIntegratorScheduler", "EDMHeunScheduler",
     "SOLVER_ORDERS", "TIMESTEP_SPACINGS", "ScoreSDESchedulerMixin", "ScoreSDESchedulerOutput",
-    "ScoreSDEPipeline", "ScoreSDEPipelineOutput",
+    "ScoreSDEPipeline", "ScoreSDEPipelineOutput", "ScoreSDEInverseProblemPipeline", "ScoreSDEInpaintPipeline",
+    "ScoreSDEColorizationPipeline", "ScoreSDEImg2ImgPipeline", "INVERSE_PROBLEM_METHODS",
+    "LinearOperator", "Masking", "ChannelMean", "Downsample",
     "ScoreSDEEncodeOutput", "ScoreSDELikelihoodOutput", "slerp",
     "DIVERGENCES", "PROBES", "MaxNFEExceededError", "ProbabilityFlowODE", "ProbabilityFlowODEOutput",
     "ProbabilityFlowLikelihoodOutput", "score_function",
