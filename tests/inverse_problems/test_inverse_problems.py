@@ -231,3 +231,37 @@ def test_inpaint_and_colorize_bad_input():
     colour = ScoreSDEColorizationPipeline(unet=mixture_model_for(_mixture(shape, 4), scheduler, shape), scheduler=scheduler)
     with pytest.raises(ValueError, match=r"must be the grey image \(B, 1, 2, 2\), got \(1, 3, 2, 2\)"):
         colour(torch.zeros(1, 3, 2, 2))
+
+
+def test_super_resolution_of_a_gaussian_is_exact():
+    # One component whose variance is the same within each 2 x 2 block: the block mean and the detail axes are
+    # independent, so imputation in Downsample's decoupled basis samples the exact conditional.
+    shape = (1, 4, 4)
+    generator = torch.Generator().manual_seed(0)
+    operator = Downsample(2, shape)
+    block_variances = 0.3**2 * (0.5 + torch.rand(1, 1, 2, 2, generator=generator, dtype=torch.float64))
+    variances = torch.nn.functional.interpolate(block_variances, scale_factor=2, mode="nearest").reshape(1, 16)
+    gaussian = GaussianMixture(torch.ones(1, dtype=torch.float64), torch.randn(1, 16, generator=generator,
+                               dtype=torch.float64), variances)
+    scheduler = PredictorCorrectorScheduler(sde_type="vp", corrector="none")
+    pipe = ScoreSDEInverseProblemPipeline(unet=mixture_model(gaussian, scheduler), scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    y = _setup(gaussian, operator)
+    out = pipe(y, operator, num_inference_steps=500, generator=torch.Generator().manual_seed(1), output_type="latent")
+    torch.testing.assert_close(operator(out.images), y, rtol=0, atol=1e-5)  # the low-resolution image, kept
+    fidelity = GaussianMixturePosterior(gaussian, _dense(operator), y.flatten(1), 0.0).fidelity(out.images.flatten(1))
+    assert fidelity["observed_error"] < 1e-4 and abs(fidelity["variance_ratio"] - 1) < 0.05, fidelity
+
+
+def test_smc_walks_any_schedulers_grid():
+    # The twisted diffusion sampler uses the scheduler's grid (here the exponential integrator's log-SNR spacing).
+    mixture = _mixture()
+    operator = Masking(MASK, SHAPE)
+    y = _setup(mixture, operator, repeats=75, noise_std=0.05)
+    scheduler = ExponentialIntegratorScheduler(sde_type="vp")
+    pipe = ScoreSDEInverseProblemPipeline(unet=mixture_model(mixture, scheduler), scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(y, operator, noise_std=0.05, method="smc", num_particles=32, num_inference_steps=200,
+               generator=torch.Generator().manual_seed(2), output_type="latent")
+    fidelity = _inpainting_posterior(mixture, y, noise_std=0.05).fidelity(out.images.flatten(1))
+    assert fidelity["mode_weight_error"] < 0.04 and abs(fidelity["variance_ratio"] - 1) < 0.08, fidelity
