@@ -5,6 +5,7 @@ from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin  # noqa: F40
 
 from ._registration import register as _register
 from .gaussian_mixture import GaussianMixture, GaussianMixtureModel
+from .models import NCSNppModel, NCSNppOutput
 from .parameterization import PREDICTION_TYPES, TIMESTEP_TYPES, Parameterization
 from .pipelines import ScoreSDEPipeline, ScoreSDEPipelineOutput
 from .pipelines import ScoreSDEEncodeOutput, ScoreSDELikelihoodOutput, slerp
@@ -33,7 +34,7 @@ _register([ScoreSDEPipeline])
 
 __all__ = [
     "CORRECTORS", "PREDICTORS", "PREDICTION_TYPES", "SDE_TYPES", "SOLVERS", "TIMESTEP_TYPES",
-    "GaussianMixture", "GaussianMixtureModel", "Parameterization",
+    "GaussianMixture", "GaussianMixtureModel", "Parameterization", "NCSNppModel", "NCSNppOutput",
     "PredictorCorrectorScheduler", "ProbabilityFlowScheduler", "ExponentialIntegratorScheduler", "EDMHeunScheduler",
     "SOLVER_ORDERS", "TIMESTEP_SPACINGS", "ScoreSDESchedulerMixin", "ScoreSDESchedulerOutput",
     "ScoreSDEPipeline", "ScoreSDEPipelineOutput",
