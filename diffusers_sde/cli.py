@@ -224,8 +224,10 @@ def build_parser():
     _add_likelihood_parser(commands)
 
     from .training.command import add_train_parser
+    from .models.conversion import add_convert_parser
 
     add_train_parser(commands)
+    add_convert_parser(commands)
     return parser
 
 

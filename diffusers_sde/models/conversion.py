@@ -24,11 +24,12 @@ import torch
 from .ncsnpp import NCSNppModel
 from .score_sde_configs import CONFIGS
 
-# The released checkpoints were pickled with numpy 1.x, which stores the optimizer's learning rate as a numpy float64:
-# exactly these globals, under numpy 1.x's and 2.x's module names, are what weights_only loading must allow.
+# The released checkpoints were pickled with numpy 1.x, which stores the optimizer's learning rate as a numpy float64
+# scalar (its reconstructor, under numpy 1.x's or 2.x's module name, and its float64 dtype): weights_only loading allows
+# exactly these and nothing else.
 _NUMPY_SCALAR = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
 NUMPY_SAFE_GLOBALS = [(_NUMPY_SCALAR, "numpy.core.multiarray.scalar"), (_NUMPY_SCALAR, "numpy._core.multiarray.scalar"),
-                      np.dtype]
+                      np.dtype, type(np.dtype(np.float64))]
 
 # Folder names of the released checkpoints that are not config names.
 CHECKPOINT_FOLDER_ALIASES = {

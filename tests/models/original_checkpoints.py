@@ -1,0 +1,49 @@
+"""Original-format score_sde checkpoints and config files, built from the reference fixtures."""
+
+import zipfile
+
+import numpy as np
+import torch
+from fixtures import fixture_key_orders, load_fixture
+
+
+def write_config_file(path, sections):
+    """A config file in score_sde's format: ``get_config()`` building an ``ml_collections.ConfigDict``."""
+    lines = ["import ml_collections", "", "", "def get_config():", "  config = ml_collections.ConfigDict()"]
+    for section, values in sections.items():
+        lines.append(f"  config.{section} = {section} = ml_collections.ConfigDict()")
+        lines += [f"  {section}.{key} = {value!r}" for key, value in values.items()]
+    path.write_text("\n".join(lines + ["  return config", ""]))
+    return path
+
+
+def _as_numpy_1x_pickle(path):
+    # The released checkpoints were written with numpy 1.x, whose scalar lives in numpy.core.multiarray.
+    with zipfile.ZipFile(path) as archive:
+        entries = [(item, archive.read(item.filename)) for item in archive.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for item, data in entries:
+            if item.filename.endswith("data.pkl"):
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+            archive.writestr(item, data)
+
+
+def write_original_checkpoint(path, family, true_weights="ema", seed=0):
+    """A checkpoint as score_sde's run_lib saves it (DataParallel keys, EMA shadow params, Adam with a numpy float64
+    learning rate). The fixture's weights, whose output the original computed, go to ``true_weights`` ("ema" or
+    "model"); the other entry gets perturbed copies. The Fourier ``W`` and ``sigmas`` are never in the EMA."""
+    _, state, _, _ = load_fixture(family)
+    state_keys, trainable = fixture_key_orders(family)
+    state = {key: state[key] for key in state_keys}
+    generator = torch.Generator().manual_seed(seed)
+    perturbed = {key: value + 0.05 * torch.randn(value.shape, generator=generator) if key in trainable else value
+                 for key, value in state.items()}
+    raw, shadow = (perturbed, state) if true_weights == "ema" else (state, perturbed)
+    optimizer = {"state": {}, "param_groups": [{"lr": np.float64(2e-4), "betas": (0.9, 0.999), "eps": 1e-8,
+                                                "weight_decay": 0, "amsgrad": False, "params": list(range(len(trainable)))}]}
+    checkpoint = {"optimizer": optimizer, "model": {f"module.{key}": value for key, value in raw.items()},
+                  "ema": {"decay": 0.9999, "num_updates": 1000, "shadow_params": [shadow[key] for key in trainable]},
+                  "step": 1000}
+    torch.save(checkpoint, path)
+    _as_numpy_1x_pickle(path)
+    return path

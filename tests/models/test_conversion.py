@@ -1,0 +1,129 @@
+"""The converter: original checkpoint + config -> a ScoreSDEPipeline whose network gives the original's outputs."""
+
+import pickle
+
+import pytest
+import torch
+from diffusers import DiffusionPipeline
+from fixtures import load_fixture
+from original_checkpoints import write_config_file, write_original_checkpoint
+
+from diffusers_sde import NCSNppModel, PredictorCorrectorScheduler, ScoreSDEPipeline
+from diffusers_sde.cli import main as cli_main
+from diffusers_sde.models.conversion import convert_checkpoint, load_original_checkpoint, resolve_config
+
+
+def _converted_output(folder, family, loader=ScoreSDEPipeline):
+    _, _, inputs, expected = load_fixture(family)
+    pipe = loader.from_pretrained(folder)
+    assert type(pipe.unet) is NCSNppModel
+    with torch.no_grad():
+        output = pipe.unet(inputs["sample"], inputs["timestep"]).sample
+    return pipe, output, expected
+
+
+def _convert(tmp_path, family, true_weights="ema", weights="ema"):
+    config, _, _, _ = load_fixture(family)
+    checkpoint = write_original_checkpoint(tmp_path / "checkpoint_8.pth", family, true_weights)
+    config_file = write_config_file(tmp_path / f"{family}.py", config)
+    convert_checkpoint(str(checkpoint), str(config_file), str(tmp_path / "out"), weights=weights)
+    return tmp_path / "out"
+
+
+@pytest.mark.parametrize("weights", ["ema", "model"])
+def test_converted_pipeline_gives_the_original_output(tmp_path, weights):
+    folder = _convert(tmp_path, "ve_ncsnpp_continuous", true_weights=weights, weights=weights)
+    _, output, expected = _converted_output(folder, "ve_ncsnpp_continuous")
+    torch.testing.assert_close(output, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+def test_default_weights_are_the_ema(tmp_path):
+    # The fixture's weights sit in the raw model; the EMA holds perturbed ones: the default must not pick the raw.
+    folder = _convert(tmp_path, "vp_ddpmpp_continuous", true_weights="model")
+    _, output, expected = _converted_output(folder, "vp_ddpmpp_continuous")
+    assert (output - expected).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("family", ["vp_ddpmpp_continuous", "ve_ncsnpp_discrete", "ddpm_ve"])
+def test_scheduler_config_and_time_input_follow_the_original_config(tmp_path, family):
+    config, _, inputs, expected = load_fixture(family)
+    pipe, _, _ = _converted_output(_convert(tmp_path, family), family, loader=DiffusionPipeline)
+    scheduler = pipe.scheduler
+    assert isinstance(scheduler, PredictorCorrectorScheduler)
+    assert scheduler.config.num_train_timesteps == config["model"]["num_scales"]
+    assert scheduler.config.data_centered == config["data"]["centered"]
+    assert scheduler.config.snr == config["sampling"]["snr"]
+    if config["training"]["sde"] == "vesde":
+        assert (scheduler.config.sde_type, scheduler.config.timestep_type) == ("ve", "sigma")
+        assert scheduler.config.sigma_max == config["model"]["sigma_max"]
+        # score_sde feeds a discrete VE model the index round((1 - t)(N - 1)); the converted one is fed sigma(t).
+        n = config["model"]["num_scales"]
+        t = 1 - inputs["timestep"].double() / (n - 1)
+        model_time = scheduler.parameterization.model_time(t).float()
+    else:
+        assert (scheduler.config.sde_type, scheduler.config.prediction_type) == ("vp", "epsilon")
+        assert scheduler.config.beta_max == config["model"]["beta_max"]
+        model_time = inputs["timestep"]  # 999 t, as score_sde feeds continuous VP models
+    with torch.no_grad():
+        output = pipe.unet(inputs["sample"], model_time).sample
+    torch.testing.assert_close(output, expected.float(), rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+def test_round_trip_samples_are_bit_identical(tmp_path):
+    folder = _convert(tmp_path, "ve_ncsnpp_continuous")
+    pipe = ScoreSDEPipeline.from_pretrained(folder)
+    pipe.save_pretrained(tmp_path / "again")
+    again = ScoreSDEPipeline.from_pretrained(tmp_path / "again")
+
+    def sample(p):
+        return p(batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt").images
+
+    assert torch.equal(sample(pipe), sample(again))
+    assert "ve_ncsnpp_continuous.py" in (folder / "README.md").read_text()
+
+
+def test_cli_convert(tmp_path, capsys):
+    config, _, _, _ = load_fixture("ve_ncsnpp_256")
+    checkpoint = write_original_checkpoint(tmp_path / "checkpoint.pth", "ve_ncsnpp_256")
+    config_file = write_config_file(tmp_path / "config.py", config)
+    cli_main(["convert", "--checkpoint", str(checkpoint), "--config", str(config_file), "--output", str(tmp_path / "o")])
+    _, output, expected = _converted_output(tmp_path / "o", "ve_ncsnpp_256")
+    torch.testing.assert_close(output, expected.float(), rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+def test_every_key_must_map(tmp_path):
+    config, _, _, _ = load_fixture("ve_ncsnpp_continuous")
+    config_file = write_config_file(tmp_path / "c.py", config)
+    checkpoint = torch.load(write_original_checkpoint(tmp_path / "c.pth", "ve_ncsnpp_continuous", "model"),
+                            weights_only=False)
+    checkpoint["model"]["module.all_modules.999.weight"] = torch.zeros(1)
+    del checkpoint["model"]["module.all_modules.1.bias"]
+    torch.save(checkpoint, tmp_path / "bad.pth")
+    with pytest.raises(KeyError, match=r"unmapped checkpoint keys \['all_modules.999.weight'\].*not filled"
+                                       r" \['time_dense.0.bias'\]"):
+        convert_checkpoint(str(tmp_path / "bad.pth"), str(config_file), str(tmp_path / "out"), weights="model")
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_only_allows_numpy_scalars_and_nothing_else(tmp_path):
+    path = write_original_checkpoint(tmp_path / "c.pth", "ve_ncsnpp_continuous")
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)  # what a plain weights_only load of a released checkpoint does
+    assert float(load_original_checkpoint(path)["optimizer"]["param_groups"][0]["lr"]) == 2e-4
+    torch.save({"model": {}, "payload": _Unsafe()}, tmp_path / "unsafe.pth")
+    with pytest.raises(pickle.UnpicklingError):
+        load_original_checkpoint(tmp_path / "unsafe.pth")
+
+
+class _Unsafe:
+    pass
+
+
+def test_config_names_and_checkpoint_folder_aliases():
+    assert resolve_config("vp/cifar10_ddpm")[1] == "vp/ddpm/cifar10"
+    ffhq, name = resolve_config("ve/ffhq_1024_ncsnpp_continuous")
+    assert name == "ve/ffhq_ncsnpp_continuous" and ffhq["data"]["image_size"] == 1024
+    deep, _ = resolve_config("configs/subvp/cifar10_ddpmpp_deep_continuous.py")
+    assert deep["model"]["num_res_blocks"] == 8 and deep["training"]["sde"] == "subvpsde"
+    with pytest.raises(ValueError, match="'ve/nope' is neither a file nor a known config. Known configs: .*ve/cifar10"):
+        resolve_config("ve/nope")
