@@ -158,9 +158,11 @@ def scheduler_config(original):
         config.update(sigma_min=model["sigma_min"], sigma_max=model["sigma_max"], sampling_eps=1e-5,
                       prediction_type="score", timestep_type="sigma")
     else:
-        # score_sde feeds VP / sub-VP networks t (N - 1) (the index for discrete DDPM models) and reads epsilon.
+        # score_sde feeds VP / sub-VP networks t (N - 1) and reads epsilon; a discrete (DDPM) model's epsilon refers to
+        # DDPM's discrete kernel, sqrt_1m_alphas_cumprod[index].
+        discrete = sde_type == "vp" and not training["continuous"]
         config.update(beta_min=model["beta_min"], beta_max=model["beta_max"], sampling_eps=1e-3,
-                      prediction_type="epsilon", timestep_type="discrete")
+                      prediction_type="epsilon", timestep_type="ddpm" if discrete else "discrete")
     return config
 
 

@@ -85,7 +85,7 @@ def _translate_foreign_config(config):
         return dict(
             sde_type="vp", beta_min=config["beta_start"] * steps, beta_max=config["beta_end"] * steps,
             num_train_timesteps=steps, prediction_type=config.get("prediction_type", "epsilon"),
-            timestep_type="discrete", data_centered=True,
+            timestep_type="ddpm", data_centered=True,  # trained on DDPM's discrete schedule
         )
     raise ValueError(
         f"scheduler config of class {name!r} cannot be mapped to a score SDE. Allowed: diffusers-sde schedulers"
@@ -189,7 +189,7 @@ class ScoreSDESchedulerMixin(SchedulerMixin, ConfigMixin):
 
     def _level(self, t):
         t64 = torch.tensor(t, dtype=torch.float64)
-        a, s = self.sde.marginal(t64)
+        a, s = self.parameterization.marginal(t64)
         return _Level(t=t, a=a.item(), s=s.item(), g=self.sde.diffusion(t64).item(), f=self.sde.drift_coefficient(t64).item())
 
     def add_noise(self, original_samples, noise, timesteps):
