@@ -53,3 +53,20 @@ def test_unknown_option_names_argument_value_and_choices():
         NCSNppModel(progressive="skip")
     with pytest.raises(ValueError, match="sample_size=20 must be divisible"):
         NCSNppModel(sample_size=20, ch_mult=(1, 2, 2, 2))
+
+
+@pytest.mark.parametrize("sde_type", ["ve", "vp"])
+def test_trainer_trains_an_ncsnpp_preset(tmp_path, sde_type):
+    from diffusers_sde import ScoreSDEPipeline
+    from diffusers_sde.training import TrainingConfig, train
+
+    config = TrainingConfig(output_dir=str(tmp_path / "out"), model_preset="ncsnpp-digits-tiny", sde_type=sde_type,
+                            max_steps=2, batch_size=4, warmup_steps=1, checkpointing_steps=0, log_every=0)
+    trained = train(config).unet
+    pipe = ScoreSDEPipeline.from_pretrained(config.output_dir)
+    assert type(pipe.unet) is NCSNppModel
+    assert pipe.unet.config.embedding_type == ("fourier" if sde_type == "ve" else "positional")
+    for name, value in trained.state_dict().items():
+        assert torch.equal(pipe.unet.state_dict()[name], value), name
+    images = pipe(batch_size=1, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert images.shape == (1, 8, 8, 1) and torch.isfinite(torch.from_numpy(images)).all()
