@@ -127,3 +127,14 @@ def test_config_names_and_checkpoint_folder_aliases():
     assert deep["model"]["num_res_blocks"] == 8 and deep["training"]["sde"] == "subvpsde"
     with pytest.raises(ValueError, match="'ve/nope' is neither a file nor a known config. Known configs: .*ve/cifar10"):
         resolve_config("ve/nope")
+
+
+def test_every_config_of_the_table_builds_its_network():
+    from diffusers_sde.models.score_sde_configs import CONFIGS
+    from diffusers_sde.models.conversion import model_config, scheduler_config
+
+    for name, config in CONFIGS.items():
+        with torch.device("meta"):  # shapes only: the 256 px and 1024 px networks would cost seconds to initialize
+            model = NCSNppModel(**model_config(config))
+        assert model.config.sample_size == config["data"]["image_size"], name
+        PredictorCorrectorScheduler(**scheduler_config(config))
