@@ -23,6 +23,7 @@ import torch
 
 from .ncsnpp import NCSNppModel
 from .score_sde_configs import CONFIGS
+from .stock_layout import to_unet2d_model
 
 # The released checkpoints were pickled with numpy 1.x, which stores the optimizer's learning rate as a numpy float64
 # scalar (its reconstructor, under numpy 1.x's or 2.x's module name, and its float64 dtype): weights_only loading allows
@@ -38,6 +39,7 @@ CHECKPOINT_FOLDER_ALIASES = {
     "ve/ffhq_1024_ncsnpp_continuous": "ve/ffhq_ncsnpp_continuous",
 }
 WEIGHTS = ("ema", "model")
+LAYOUTS = ("ncsnpp", "unet2d")
 _SDE_TYPES = {"vesde": "ve", "vpsde": "vp", "subvpsde": "subvp"}
 _PREDICTORS = {"reverse_diffusion": "reverse_diffusion", "euler_maruyama": "euler_maruyama",
                "ancestral_sampling": "ancestral", "none": "none"}
@@ -270,7 +272,7 @@ Converted from an original [score_sde](https://github.com/yang-song/score_sde_py
 - source checkpoint: `{checkpoint}` (training step {step})
 - config: `{config}`
 - weights: {weights}
-- network: `NCSNppModel` ({parameters:,} parameters); scheduler: `PredictorCorrectorScheduler` ({sde})
+- network: `{network}` ({parameters:,} parameters); scheduler: `PredictorCorrectorScheduler` ({sde})
 
 ```python
 from diffusers_sde import ScoreSDEPipeline
@@ -280,7 +282,7 @@ images = pipe(batch_size=4).images
 """
 
 
-def convert_checkpoint(checkpoint, config, output_dir, weights="ema"):
+def convert_checkpoint(checkpoint, config, output_dir, weights="ema", layout="ncsnpp"):
     """Convert an original checkpoint and save it as a :class:`ScoreSDEPipeline` in ``output_dir``.
 
     Args:
@@ -288,6 +290,9 @@ def convert_checkpoint(checkpoint, config, output_dir, weights="ema"):
         config (`str`): the config name under score_sde's ``configs/`` or a config file (see :func:`resolve_config`).
         output_dir (`str`): where the pipeline is saved; written to a temporary folder, then renamed into place.
         weights (`str`): ``"ema"`` (the EMA weights, which the paper evaluates; default) or ``"model"`` (raw weights).
+        layout (`str`): ``"ncsnpp"`` (an :class:`NCSNppModel`; every config) or ``"unet2d"`` (diffusers' stock
+            ``UNet2DModel`` with Skip blocks, as the ``google/ncsnpp-*`` repos; only the 256 px and 1024 px VE
+            configs fit it, see ``stock_layout.py``).
 
     Returns:
         The converted :class:`ScoreSDEPipeline`.
@@ -297,6 +302,8 @@ def convert_checkpoint(checkpoint, config, output_dir, weights="ema"):
 
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}.")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"--checkpoint {checkpoint!r} is not a file.")
     original, source = resolve_config(config)
@@ -309,12 +316,15 @@ def convert_checkpoint(checkpoint, config, output_dir, weights="ema"):
     unet = NCSNppModel(**model_config(original))
     unet.load_state_dict(convert_state_dict(raw, unet))
     unet.eval()
+    if layout == "unet2d":
+        unet = to_unet2d_model(unet)
     scheduler = PredictorCorrectorScheduler(**scheduler_config(original))
     pipe = ScoreSDEPipeline(unet=unet, scheduler=scheduler)
     card = _MODEL_CARD.format(
         title=f"score_sde {os.path.basename(source).removesuffix('.py')}", checkpoint=os.path.basename(checkpoint),
         step=int(state.get("step", -1)), config=source, weights="EMA" if weights == "ema" else "raw (no EMA)",
-        parameters=sum(p.numel() for p in unet.parameters()), sde=scheduler.config.sde_type)
+        network=type(unet).__name__, parameters=sum(p.numel() for p in unet.parameters()),
+        sde=scheduler.config.sde_type)
     _save_atomically(pipe, card, output_dir)
     return pipe
 
@@ -342,7 +352,8 @@ def add_convert_parser(commands):
     """Add the ``convert`` subcommand to the CLI."""
     p = commands.add_parser("convert", help="convert an original score_sde checkpoint to a ScoreSDEPipeline folder")
     _add_arguments(p)
-    p.set_defaults(func=lambda args: convert_checkpoint(args.checkpoint, args.config, args.output, args.weights))
+    p.set_defaults(func=lambda args: convert_checkpoint(args.checkpoint, args.config, args.output, args.weights,
+                                                        args.layout))
     return p
 
 
@@ -352,11 +363,13 @@ def _add_arguments(p):
                    " ve/cifar10_ncsnpp_continuous; checkpoint folder names work too) or a config file")
     p.add_argument("--output", required=True, help="new folder for the converted pipeline")
     p.add_argument("--weights", choices=WEIGHTS, default="ema", help="EMA (default) or raw model weights")
+    p.add_argument("--layout", choices=LAYOUTS, default="ncsnpp", help="NCSNppModel (default; every config) or the"
+                   " stock UNet2DModel with Skip blocks (the 256 px / 1024 px VE configs)")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_arguments(parser)
     args = parser.parse_args(argv)
-    convert_checkpoint(args.checkpoint, args.config, args.output, args.weights)
+    convert_checkpoint(args.checkpoint, args.config, args.output, args.weights, args.layout)
     print(f"saved {args.output}")

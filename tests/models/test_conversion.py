@@ -138,3 +138,12 @@ def test_every_config_of_the_table_builds_its_network():
             model = NCSNppModel(**model_config(config))
         assert model.config.sample_size == config["data"]["image_size"], name
         PredictorCorrectorScheduler(**scheduler_config(config))
+
+
+def test_stock_layout_is_refused_with_reasons_where_it_cannot_express_the_network(tmp_path):
+    config, _, _, _ = load_fixture("ve_ncsnpp_continuous")
+    checkpoint = write_original_checkpoint(tmp_path / "c.pth", "ve_ncsnpp_continuous")
+    with pytest.raises(ValueError, match="no stock UNet2DModel layout: progressive='none'"):
+        convert_checkpoint(str(checkpoint), str(write_config_file(tmp_path / "c.py", config)), str(tmp_path / "out"),
+                           layout="unet2d")
+    assert not (tmp_path / "out").exists()
