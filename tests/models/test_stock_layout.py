@@ -50,3 +50,22 @@ def test_the_cifar10_networks_are_refused_with_reasons():
     with pytest.raises(ValueError, match="no stock UNet2DModel layout: embedding_type='positional'"):
         to_unet2d_model(NCSNppModel(sample_size=8, nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
                                     embedding_type="positional", scale_by_sigma=False))
+
+
+def test_stock_layout_samples_like_the_ncsnpp_model_after_a_save(tmp_path):
+    from diffusers import DiffusionPipeline, UNet2DModel
+
+    from diffusers_sde import PredictorCorrectorScheduler, ScoreSDEPipeline
+
+    model = _layout_256()
+    scheduler = PredictorCorrectorScheduler(sde_type="ve", sigma_max=348.0, num_train_timesteps=2000, snr=0.075)
+    ScoreSDEPipeline(unet=to_unet2d_model(model), scheduler=scheduler).save_pretrained(tmp_path / "stock")
+    stock = DiffusionPipeline.from_pretrained(tmp_path / "stock")
+    assert type(stock.unet) is UNet2DModel and type(UNet2DModel.from_pretrained(tmp_path / "stock", subfolder="unet")) is UNet2DModel
+
+    def sample(pipe):
+        return pipe(batch_size=1, num_inference_steps=3, generator=torch.Generator().manual_seed(0),
+                    output_type="pt").images
+
+    torch.testing.assert_close(sample(stock), sample(ScoreSDEPipeline(unet=model, scheduler=scheduler)),
+                               rtol=1e-3, atol=1e-3)
