@@ -147,3 +147,29 @@ def test_stock_layout_is_refused_with_reasons_where_it_cannot_express_the_networ
         convert_checkpoint(str(checkpoint), str(write_config_file(tmp_path / "c.py", config)), str(tmp_path / "out"),
                            layout="unet2d")
     assert not (tmp_path / "out").exists()
+
+
+def _hub_snapshot(*args):
+    # The Hub cache layout helper of tests/pipelines/test_loading.py (one implementation, loaded by path).
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "pipelines", "test_loading.py")
+    spec = importlib.util.spec_from_file_location("_pipeline_loading_tests", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module._hub_snapshot(*args)
+
+
+@pytest.mark.parametrize("loader", [ScoreSDEPipeline, DiffusionPipeline], ids=lambda cls: cls.__name__)
+def test_converted_pipeline_loads_from_a_hub_snapshot(tmp_path, loader):
+    # On the Hub path diffusers refuses a component library it does not know unless the repo ships its code; the
+    # converted pipeline records its network as ["diffusers_sde", "NCSNppModel"].
+    folder = _convert(tmp_path, "ve_ncsnpp_256")
+    _hub_snapshot(folder, tmp_path / "cache", "me/ncsnpp-256")
+    pipe = loader.from_pretrained("me/ncsnpp-256", cache_dir=tmp_path / "cache")
+    _, _, inputs, expected = load_fixture("ve_ncsnpp_256")
+    assert type(pipe.unet) is NCSNppModel
+    with torch.no_grad():
+        output = pipe.unet(inputs["sample"], inputs["timestep"]).sample
+    torch.testing.assert_close(output, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
