@@ -132,6 +132,12 @@ class NCSNppModel(ModelMixin, ConfigMixin):
         def attention(channels):
             return AttentionBlock(channels, skip_rescale, init_scale, norm_num_groups)
 
+        def resampler(direction, channels):
+            # DDPM resamples in a layer of its own; BigGAN blocks resample inside a residual block.
+            if resblock_type == "ddpm":
+                return Resample(direction, channels, with_conv=resamp_with_conv, fir_kernel=fir_kernel)
+            return ResnetBlock(channels, channels, resample=direction, **block)
+
         if embedding_type == "fourier":
             self.fourier_projection = self._keep("fourier_projection", GaussianFourierProjection(nf, fourier_scale))
         if conditional:
@@ -163,11 +169,7 @@ class NCSNppModel(ModelMixin, ConfigMixin):
                     stage.attentions.append(self._keep(f"{path}.attentions.{index}", attention(channels)))
                 skip_channels.append(channels)
             if level != len(ch_mult) - 1:
-                if resblock_type == "ddpm":
-                    stage.downsample = Resample("down", channels, with_conv=resamp_with_conv, fir_kernel=fir_kernel)
-                else:
-                    stage.downsample = ResnetBlock(channels, channels, resample="down", **block)
-                self._keep(f"{path}.downsample")
+                stage.downsample = self._keep(f"{path}.downsample", resampler("down", channels))
                 if progressive_input == "input_skip":
                     stage.pyramid = self._keep(f"{path}.pyramid", Combine(pyramid_channels, channels, progressive_combine))
                     channels *= 2 if progressive_combine == "cat" else 1
@@ -196,21 +198,17 @@ class NCSNppModel(ModelMixin, ConfigMixin):
                 stage.attention = self._keep(f"{path}.attention", attention(channels))
             top = level == len(ch_mult) - 1
             if progressive == "output_skip" or (progressive == "residual" and top):
+                # output_skip: every level adds an image to the upsampled pyramid; residual: the top level starts it.
+                out, scale = (in_channels, init_scale) if progressive == "output_skip" else (channels, 1.0)
                 stage.pyramid_norm = self._keep(f"{path}.pyramid_norm", group_norm(channels))
-                out = in_channels if progressive == "output_skip" else channels
-                stage.pyramid_conv = self._keep(f"{path}.pyramid_conv", conv2d(channels, out, init_scale=init_scale if
-                                                                                progressive == "output_skip" else 1.0))
+                stage.pyramid_conv = self._keep(f"{path}.pyramid_conv", conv2d(channels, out, init_scale=scale))
                 pyramid_channels = out
             elif progressive == "residual":
                 stage.pyramid_upsample = self._keep(f"{path}.pyramid_upsample", Resample(
                     "up", pyramid_channels, channels, with_conv=True, fir_kernel=fir_kernel))
                 pyramid_channels = channels
             if level != 0:
-                if resblock_type == "ddpm":
-                    stage.upsample = Resample("up", channels, with_conv=resamp_with_conv, fir_kernel=fir_kernel)
-                else:
-                    stage.upsample = ResnetBlock(channels, channels, resample="up", **block)
-                self._keep(f"{path}.upsample")
+                stage.upsample = self._keep(f"{path}.upsample", resampler("up", channels))
 
         if progressive != "output_skip":
             self.norm_out = self._keep("norm_out", group_norm(channels, norm_num_groups))
