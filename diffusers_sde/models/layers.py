@@ -154,7 +154,9 @@ class Resample(nn.Module):
             stride, padding = (2, 0) if direction == "down" and fir_kernel is None else (1, 1)
             self.conv = conv2d(in_channels, out_channels or in_channels, stride=stride, padding=padding)
 
-    def forward(self, x):
+    def forward(self, x, temb=None):
+        """Resample ``x``; ``temb`` is accepted, and ignored, so that this and a resampling ``ResnetBlock`` are
+        called alike."""
         up = self.direction == "up"
         if self.fir_kernel is None:
             if up:

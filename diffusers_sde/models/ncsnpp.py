@@ -258,7 +258,7 @@ class NCSNppModel(ModelMixin, ConfigMixin):
                 hs.append(h)
             if level == len(self.down_levels) - 1:
                 break
-            h = stage.downsample(hs[-1]) if config.resblock_type == "ddpm" else stage.downsample(hs[-1], temb)
+            h = stage.downsample(hs[-1], temb)
             if config.progressive_input == "input_skip":
                 input_pyramid = self.pyramid_downsample(input_pyramid)
                 h = stage.pyramid(input_pyramid, h)
@@ -282,7 +282,7 @@ class NCSNppModel(ModelMixin, ConfigMixin):
             elif hasattr(stage, "pyramid_upsample"):
                 pyramid = h = rescaled_sum(stage.pyramid_upsample(pyramid), h, config.skip_rescale)
             if level != 0:
-                h = stage.upsample(h) if config.resblock_type == "ddpm" else stage.upsample(h, temb)
+                h = stage.upsample(h, temb)
 
         h = pyramid if config.progressive == "output_skip" else self.conv_out(self.act(self.norm_out(h)))
         if config.scale_by_sigma:
