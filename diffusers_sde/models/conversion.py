@@ -171,6 +171,9 @@ def scheduler_config(original):
 # --- weights ---------------------------------------------------------------------------------------------------------
 def load_original_checkpoint(path):
     """``torch.load(weights_only=True)`` of an original checkpoint, allowing only numpy's scalar and dtype."""
+    if tuple(int(part) for part in torch.__version__.split(".")[:2]) < (2, 6):
+        raise RuntimeError(f"converting a score_sde checkpoint needs torch >= 2.6 (allowlists for weights_only loading"
+                           f" under a given module name), found {torch.__version__}.")
     with torch.serialization.safe_globals(NUMPY_SAFE_GLOBALS):
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
