@@ -1,4 +1,4 @@
-"""Convert score_sde checkpoints (Song et al. 2021, original PyTorch code) to a saved :class:`ScoreSDEPipeline`.
+"""Convert score_sde checkpoints (Song et al. 2021, original PyTorch code) to a saved ``ScoreSDEPipeline``.
 
 An original checkpoint is a ``.pth`` dict: ``model`` (the network's state_dict, keys ``module.all_modules.<i>.<...>``
 because it was saved from ``DataParallel``), ``ema`` (``shadow_params``, the EMA of the trainable parameters in
@@ -12,6 +12,7 @@ import importlib.util
 import json
 import math
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -355,9 +356,17 @@ def add_convert_parser(commands):
     """Add the ``convert`` subcommand to the CLI."""
     p = commands.add_parser("convert", help="convert an original score_sde checkpoint to a ScoreSDEPipeline folder")
     _add_arguments(p)
-    p.set_defaults(func=lambda args: convert_checkpoint(args.checkpoint, args.config, args.output, args.weights,
-                                                        args.layout))
+    p.set_defaults(func=_convert_from_args)
     return p
+
+
+def _convert_from_args(args):
+    """The CLI's conversion: a checkpoint or config that does not fit ends the command with its message."""
+    try:
+        convert_checkpoint(args.checkpoint, args.config, args.output, args.weights, args.layout)
+    except (ValueError, KeyError, OSError, pickle.UnpicklingError) as error:
+        raise SystemExit(f"diffusers-sde convert: {error.args[0] if error.args else error}") from error
+    print(f"saved {args.output}")
 
 
 def _add_arguments(p):
@@ -373,6 +382,4 @@ def _add_arguments(p):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_arguments(parser)
-    args = parser.parse_args(argv)
-    convert_checkpoint(args.checkpoint, args.config, args.output, args.weights, args.layout)
-    print(f"saved {args.output}")
+    _convert_from_args(parser.parse_args(argv))

@@ -173,3 +173,11 @@ def test_converted_pipeline_loads_from_a_hub_snapshot(tmp_path, loader):
     with torch.no_grad():
         output = pipe.unet(inputs["sample"], inputs["timestep"]).sample
     torch.testing.assert_close(output, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+def test_cli_reports_a_bad_config_without_a_traceback(tmp_path):
+    checkpoint = write_original_checkpoint(tmp_path / "c.pth", "ve_ncsnpp_continuous")
+    with pytest.raises(SystemExit, match="diffusers-sde convert: --config 've/ncsnv2/cifar10' is neither a file nor"
+                                         " a known config.*NCSN / NCSNv2 .* not supported"):
+        cli_main(["convert", "--checkpoint", str(checkpoint), "--config", "ve/ncsnv2/cifar10", "--output",
+                  str(tmp_path / "o")])
