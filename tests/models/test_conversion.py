@@ -87,6 +87,7 @@ def test_cli_convert(tmp_path, capsys):
     checkpoint = write_original_checkpoint(tmp_path / "checkpoint.pth", "ve_ncsnpp_256")
     config_file = write_config_file(tmp_path / "config.py", config)
     cli_main(["convert", "--checkpoint", str(checkpoint), "--config", str(config_file), "--output", str(tmp_path / "o")])
+    assert f"saved {tmp_path / 'o'}" in capsys.readouterr().out
     _, output, expected = _converted_output(tmp_path / "o", "ve_ncsnpp_256")
     torch.testing.assert_close(output, expected.float(), rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
