@@ -47,3 +47,26 @@ def write_original_checkpoint(path, family, true_weights="ema", seed=0):
     torch.save(checkpoint, path)
     _as_numpy_1x_pickle(path)
     return path
+
+
+def original_state_dict(model):
+    """An ``NCSNppModel``'s weights under the original code's keys: the converter's map run backwards, for tests that
+    need an original checkpoint of a network larger than the fixtures (that map itself is checked against them)."""
+    state = {"sigmas": torch.exp(torch.linspace(np.log(model.config.sigma_max), np.log(model.config.sigma_min),
+                                                model.config.num_scales, dtype=torch.float64))}
+    for index, path in enumerate(model.original_module_paths):
+        module = model.get_submodule(path)
+        names = {ours: theirs for theirs, ours in getattr(module, "ORIGINAL_NAMES", {}).items()}
+        if getattr(module, "kind", None) == "biggan":
+            names["shortcut"] = "Conv_2"
+        if getattr(module, "fir_kernel", None) is None and "conv" in names:
+            names["conv"] = "Conv_0"
+        for name, value in module.state_dict().items():
+            inner, _, parameter = name.rpartition(".")
+            original = names.get(inner, inner)
+            if original.startswith("NIN_"):
+                name, value = f"{original}.{'W' if parameter == 'weight' else 'b'}", value.flatten(1).t() if parameter == "weight" else value
+            elif inner:
+                name = f"{original}.{parameter}"
+            state[f"all_modules.{index}.{name}"] = value
+    return state

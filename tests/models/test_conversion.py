@@ -10,7 +10,8 @@ from original_checkpoints import write_config_file, write_original_checkpoint
 
 from diffusers_sde import NCSNppModel, PredictorCorrectorScheduler, ScoreSDEPipeline
 from diffusers_sde.cli import main as cli_main
-from diffusers_sde.models.conversion import convert_checkpoint, load_original_checkpoint, resolve_config
+from diffusers_sde.models.conversion import (convert_checkpoint, convert_state_dict, load_original_checkpoint, model_config,
+                                            resolve_config)
 
 
 def _converted_output(folder, family, loader=ScoreSDEPipeline):
@@ -182,3 +183,17 @@ def test_cli_reports_a_bad_config_without_a_traceback(tmp_path):
                                          " a known config.*NCSN / NCSNv2 .* not supported"):
         cli_main(["convert", "--checkpoint", str(checkpoint), "--config", "ve/ncsnv2/cifar10", "--output",
                   str(tmp_path / "o")])
+
+
+@pytest.mark.parametrize("family", ["ve_ncsnpp_continuous", "ve_ncsnpp_256", "ncsnpp_ddpm_blocks_cat", "ddpm_ve"])
+def test_backward_map_of_the_test_helper_restores_the_original_keys(family):
+    # original_state_dict (tests only) must invert the converter exactly, keys and values, on real original state_dicts.
+    from original_checkpoints import original_state_dict
+
+    config, state, _, _ = load_fixture(family)
+    model = NCSNppModel(**model_config(config))
+    model.load_state_dict(convert_state_dict(state, model))
+    restored = original_state_dict(model)
+    assert set(restored) == set(state)
+    for key, value in state.items():
+        torch.testing.assert_close(restored[key].to(value.dtype), value, rtol=0, atol=1e-7 if key == "sigmas" else 0)

@@ -69,3 +69,25 @@ def test_stock_layout_samples_like_the_ncsnpp_model_after_a_save(tmp_path):
 
     torch.testing.assert_close(sample(stock), sample(ScoreSDEPipeline(unet=model, scheduler=scheduler)),
                                rtol=1e-3, atol=1e-3)
+
+
+def test_converter_writes_the_stock_layout_from_an_original_checkpoint(tmp_path):
+    from diffusers import UNet2DModel
+    from original_checkpoints import original_state_dict, write_config_file
+
+    from diffusers_sde import ScoreSDEPipeline
+    from diffusers_sde.models.conversion import convert_checkpoint
+
+    model = _layout_256()
+    sections = resolve_config("ve/ffhq_256_ncsnpp_continuous")[0]
+    sections["model"].update(nf=128, ch_mult=[1, 1], num_res_blocks=1, attn_resolutions=[8])
+    sections["data"]["image_size"] = 16
+    torch.save({"model": {f"module.{k}": v for k, v in original_state_dict(model).items()}, "step": 7}, tmp_path / "c.pth")
+    convert_checkpoint(str(tmp_path / "c.pth"), str(write_config_file(tmp_path / "c.py", sections)),
+                       str(tmp_path / "out"), weights="model", layout="unet2d")
+    pipe = ScoreSDEPipeline.from_pretrained(tmp_path / "out")
+    assert type(pipe.unet) is UNet2DModel and "`UNet2DModel`" in (tmp_path / "out" / "README.md").read_text()
+    x, sigma = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2)), torch.tensor([3.0, 90.0])
+    with torch.no_grad():
+        expected = model(x, sigma).sample
+        torch.testing.assert_close(pipe.unet(x, sigma).sample, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
