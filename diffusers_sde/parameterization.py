@@ -45,7 +45,8 @@ class Parameterization:
         self.num_train_timesteps = num_train_timesteps
         if timestep_type == "ddpm":
             if getattr(sde, "sde_type", None) != "vp":
-                raise ValueError(f"timestep_type='ddpm' (DDPM's discrete schedule) needs a VP SDE, got {type(sde).__name__}.")
+                raise ValueError(
+                    f"timestep_type='ddpm' (DDPM's discrete schedule) needs a VP SDE, got {type(sde).__name__}.")
             self._log_alphas_cumprod = ddpm_log_alphas_cumprod(sde.beta_min, sde.beta_max, num_train_timesteps)
 
     def marginal(self, t):

@@ -192,7 +192,8 @@ class ResnetBlock(nn.Module):
     def __init__(self, in_channels, out_channels, temb_channels, kind, act, dropout, skip_rescale, init_scale,
                  resample=None, fir_kernel=None, num_groups=None):
         super().__init__()
-        self.kind, self.act, self.skip_rescale, self.resample, self.fir_kernel = kind, act, skip_rescale, resample, fir_kernel
+        self.kind, self.act, self.skip_rescale = kind, act, skip_rescale
+        self.resample, self.fir_kernel = resample, fir_kernel
         self.norm1 = group_norm(in_channels, num_groups)
         self.conv1 = conv2d(in_channels, out_channels)
         self.time_proj = linear(temb_channels, out_channels) if temb_channels else None

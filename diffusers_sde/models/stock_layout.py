@@ -84,7 +84,8 @@ def _module_pairs(model, levels):
              ("conv_in", "conv_in"), ("mid.0", "mid_block.resnets.0"), ("mid.1", "mid_block.attentions.0"),
              ("mid.2", "mid_block.resnets.1")]
     for level, stage in enumerate(model.down_levels):
-        pairs += [(f"down_levels.{level}.resnets.{i}", f"down_blocks.{level}.resnets.{i}") for i in range(len(stage.resnets))]
+        pairs += [(f"down_levels.{level}.resnets.{i}", f"down_blocks.{level}.resnets.{i}")
+                  for i in range(len(stage.resnets))]
         pairs += [(f"down_levels.{level}.attentions.{i}", f"down_blocks.{level}.attentions.{i}")
                   for i in range(len(stage.attentions))]
         if level != levels - 1:

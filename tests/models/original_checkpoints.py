@@ -64,8 +64,10 @@ def original_state_dict(model):
         for name, value in module.state_dict().items():
             inner, _, parameter = name.rpartition(".")
             original = names.get(inner, inner)
-            if original.startswith("NIN_"):
-                name, value = f"{original}.{'W' if parameter == 'weight' else 'b'}", value.flatten(1).t() if parameter == "weight" else value
+            if original.startswith("NIN_") and parameter == "weight":
+                name, value = f"{original}.W", value.flatten(1).t()  # a 1x1 convolution back to a dense (in, out)
+            elif original.startswith("NIN_"):
+                name = f"{original}.b"
             elif inner:
                 name = f"{original}.{parameter}"
             state[f"all_modules.{index}.{name}"] = value

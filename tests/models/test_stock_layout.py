@@ -61,7 +61,8 @@ def test_stock_layout_samples_like_the_ncsnpp_model_after_a_save(tmp_path):
     scheduler = PredictorCorrectorScheduler(sde_type="ve", sigma_max=348.0, num_train_timesteps=2000, snr=0.075)
     ScoreSDEPipeline(unet=to_unet2d_model(model), scheduler=scheduler).save_pretrained(tmp_path / "stock")
     stock = DiffusionPipeline.from_pretrained(tmp_path / "stock")
-    assert type(stock.unet) is UNet2DModel and type(UNet2DModel.from_pretrained(tmp_path / "stock", subfolder="unet")) is UNet2DModel
+    assert type(stock.unet) is UNet2DModel
+    assert type(UNet2DModel.from_pretrained(tmp_path / "stock", subfolder="unet")) is UNet2DModel
 
     def sample(pipe):
         return pipe(batch_size=1, num_inference_steps=3, generator=torch.Generator().manual_seed(0),
