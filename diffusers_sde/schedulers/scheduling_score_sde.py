@@ -193,9 +193,12 @@ class ScoreSDESchedulerMixin(SchedulerMixin, ConfigMixin):
         return _Level(t=t, a=a.item(), s=s.item(), g=self.sde.diffusion(t64).item(), f=self.sde.drift_coefficient(t64).item())
 
     def add_noise(self, original_samples, noise, timesteps):
-        """Forward SDE marginal: x_t = a(t) x_0 + s(t) noise, with ``timesteps`` in the network's time convention."""
+        """Forward marginal x_t = a(t) x_0 + s(t) noise (the kernel the network was trained with, see
+        ``Parameterization.marginal``), with ``timesteps`` in the network's time convention."""
         t = self.parameterization.time_from_model_time(torch.as_tensor(timesteps, device=original_samples.device))
-        return self.sde.perturb(original_samples, t.to(torch.float64), noise).to(original_samples.dtype)
+        a, s = self.parameterization.marginal(t.to(torch.float64).reshape(-1))
+        shape = (-1,) + (1,) * (original_samples.dim() - 1)
+        return (a.reshape(shape) * original_samples + s.reshape(shape) * noise).to(original_samples.dtype)
 
     # --- helpers for subclasses ----------------------------------------------------------------------------
     def _next_entry(self, sample):

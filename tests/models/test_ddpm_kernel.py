@@ -86,3 +86,15 @@ def test_mixture_model_on_the_ddpm_kernel_is_the_exact_network(mixture):
     a, s = ALPHAS_CUMPROD[index].sqrt(), (1 - ALPHAS_CUMPROD[index]).sqrt()
     expected = (-s * mixture.score(x.flatten(1), a, s)).view_as(x)
     torch.testing.assert_close(model(x, float(index)).sample, expected, rtol=RTOL, atol=1e-9)
+
+
+def test_add_noise_of_a_stock_ddpm_config_is_ddpm_add_noise():
+    ddpm = DDPMScheduler()
+    scheduler = PredictorCorrectorScheduler.from_config(ddpm.config)
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.randn(4, 3, 8, 8, generator=generator, dtype=torch.float64)
+    noise = torch.randn(4, 3, 8, 8, generator=generator, dtype=torch.float64)
+    timesteps = torch.tensor([0, 1, 10, 999])
+    # diffusers keeps alphas_cumprod in float32: sqrt(1 - abar_0) = 0.01 is good to ~3e-4 relative.
+    torch.testing.assert_close(scheduler.add_noise(x0, noise, timesteps), ddpm.add_noise(x0, noise, timesteps),
+                               rtol=1e-5, atol=1e-5)
