@@ -41,7 +41,7 @@ def samplers(config, quick):
         ("PC Euler-Maruyama", pc("euler_maruyama"), [50, 200] if quick else [20, 50, 100, 200]),
         ("PC reverse diffusion", pc("reverse_diffusion"), [50] if quick else [50, 200]),
         ("PC ancestral", pc("ancestral"), [50] if quick else [50, 200]),
-        ("probability flow, Heun", ProbabilityFlowScheduler.from_config(config, solver="heun"), [10, 25]),
+        ("probability flow, Heun", ProbabilityFlowScheduler.from_config(config, integrator="heun"), [10, 25]),
         ("exponential integrator (3M, log-SNR)", ExponentialIntegratorScheduler.from_config(config), [10, 20]),
         ("EDM Heun (Karras rho=7)", EDMHeunScheduler.from_config(config), [6, 11]),
     ]

@@ -103,12 +103,12 @@ def pipeline_runs(mixture, sde_type, batch_size, quick, only=None):
         ("probability-flow Heun (uniform t)", ProbabilityFlowScheduler.from_config(base.config),
          [n // 2 + 1 for n in few + [100]], {}),
         ("predictor-corrector (paper default)", base, many, {}),
-        ("torchsde euler", base, many[:-1], dict(solver="torchsde")),
-        ("torchsde srk", base, [20, 50] if quick else [20, 50, 100], dict(solver="torchsde", method="srk")),
-        ("gotta go fast", base, [None], dict(solver="gotta_go_fast")),
-        ("gotta go fast (rtol 0.05)", base, [None], dict(solver="gotta_go_fast", rtol=0.05)),
-        ("probability-flow ODE RK45 (rtol 1e-5)", base, [None], dict(solver="ode")),
-        ("probability-flow ODE RK45 (rtol 1e-3)", base, [None], dict(solver="ode", rtol=1e-3, atol=1e-3)),
+        ("torchsde euler", base, many[:-1], dict(sampler="torchsde")),
+        ("torchsde srk", base, [20, 50] if quick else [20, 50, 100], dict(sampler="torchsde", method="srk")),
+        ("gotta go fast", base, [None], dict(sampler="gotta_go_fast")),
+        ("gotta go fast (rtol 0.05)", base, [None], dict(sampler="gotta_go_fast", rtol=0.05)),
+        ("probability-flow ODE RK45 (rtol 1e-5)", base, [None], dict(sampler="adaptive_ode")),
+        ("probability-flow ODE RK45 (rtol 1e-3)", base, [None], dict(sampler="adaptive_ode", rtol=1e-3, atol=1e-3)),
     ]
     for label, scheduler, steps, kwargs in configs:
         if only is not None and only not in label:

@@ -6,24 +6,27 @@ from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin  # noqa: F40
 from ._registration import register as _register
 from .gaussian_mixture import GaussianMixture, GaussianMixtureModel
 from .models import NCSNppModel, NCSNppOutput
-from .parameterization import PREDICTION_TYPES, TIMESTEP_TYPES, Parameterization
-from .pipelines import ScoreSDEPipeline, ScoreSDEPipelineOutput
+from .parameterization import PREDICTION_TYPES, TIMESTEP_TYPES, Parameterization, score_function
+from .pipelines import SAMPLERS, ScoreSDEPipeline, ScoreSDEPipelineOutput
 from .pipelines import ScoreSDEEncodeOutput, ScoreSDELikelihoodOutput, slerp
 from .schedulers import (
     CORRECTORS,
+    INTEGRATORS,
+    LANGEVIN_NORMS,
     PREDICTORS,
     SOLVER_ORDERS,
     TIMESTEP_SPACINGS,
     EDMHeunScheduler,
     ExponentialIntegratorScheduler,
-    SOLVERS,
+    NoiseLevel,
     PredictorCorrectorScheduler,
     ProbabilityFlowScheduler,
     ScoreSDESchedulerMixin,
     ScoreSDESchedulerOutput,
 )
+from .pretrained_models import PRETRAINED_MODELS, pretrained_model_path
 from .sde import SDE_TYPES, ScoreSDE, SubVPSDE, VESDE, VPSDE, make_sde
-from .solvers import DIVERGENCES, PROBES, MaxNFEExceededError, ProbabilityFlowODE, score_function
+from .solvers import DIVERGENCES, PROBES, MaxNFEExceededError, ProbabilityFlowODE
 from .solvers import ProbabilityFlowLikelihoodOutput, ProbabilityFlowODEOutput
 from .training import TrainingConfig, denoising_score_matching_loss, discrete_score_matching_loss, sliced_score_matching_loss
 from .training import train
@@ -33,7 +36,8 @@ __version__ = "0.1.0"
 _register([ScoreSDEPipeline])
 
 __all__ = [
-    "CORRECTORS", "PREDICTORS", "PREDICTION_TYPES", "SDE_TYPES", "SOLVERS", "TIMESTEP_TYPES",
+    "CORRECTORS", "INTEGRATORS", "LANGEVIN_NORMS", "PREDICTORS", "PREDICTION_TYPES", "SAMPLERS", "SDE_TYPES",
+    "TIMESTEP_TYPES", "NoiseLevel",
     "GaussianMixture", "GaussianMixtureModel", "Parameterization", "NCSNppModel", "NCSNppOutput",
     "PredictorCorrectorScheduler", "ProbabilityFlowScheduler", "ExponentialIntegratorScheduler", "EDMHeunScheduler",
     "SOLVER_ORDERS", "TIMESTEP_SPACINGS", "ScoreSDESchedulerMixin", "ScoreSDESchedulerOutput",
@@ -41,6 +45,7 @@ __all__ = [
     "ScoreSDEEncodeOutput", "ScoreSDELikelihoodOutput", "slerp",
     "DIVERGENCES", "PROBES", "MaxNFEExceededError", "ProbabilityFlowODE", "ProbabilityFlowODEOutput",
     "ProbabilityFlowLikelihoodOutput", "score_function",
+    "PRETRAINED_MODELS", "pretrained_model_path",
     "ScoreSDE", "VESDE", "VPSDE", "SubVPSDE", "make_sde",
     "TrainingConfig", "denoising_score_matching_loss", "discrete_score_matching_loss", "sliced_score_matching_loss",
     "train",

@@ -16,12 +16,19 @@ see :meth:`Parameterization.marginal`.
 
 import torch
 
-
 from .sde import tweedie_denoise
 
 PREDICTION_TYPES = ("score", "epsilon", "sample", "v_prediction")
 TIMESTEP_TYPES = ("sigma", "discrete", "continuous", "ddpm")
 _INDEX_TYPES = ("discrete", "ddpm")
+
+# The paper's networks per SDE (configs of score_sde): NCSN++ returns the score, is fed sigma and sees [0, 1] data;
+# DDPM++ predicts epsilon, is fed t (N - 1) and sees [-1, 1] data. None in a scheduler or training config means "these".
+PARAMETERIZATION_DEFAULTS = {
+    "ve": dict(prediction_type="score", timestep_type="sigma", data_centered=False),
+    "vp": dict(prediction_type="epsilon", timestep_type="discrete", data_centered=True),
+    "subvp": dict(prediction_type="epsilon", timestep_type="discrete", data_centered=True),
+}
 
 
 class Parameterization:
@@ -108,6 +115,33 @@ class Parameterization:
         if kind == "sample":
             return x0
         return a * epsilon - s * x0
+
+
+def score_function(model, parameterization):
+    """Build ``score(x, t)`` from a network and its parameterization, for every solver in ``solvers/``.
+
+    ``t`` is one time for the batch (a number or 0-dim tensor) or one per sample (shape (B,), as the adaptive SDE solver
+    needs). The network is fed ``parameterization.model_time(t)`` and the sample cast to its dtype; its output becomes a
+    score through :meth:`Parameterization.score` with the kernel of :meth:`Parameterization.marginal`.
+
+    Args:
+        model (`ModelMixin`): called as ``model(sample, timestep).sample``, like a ``UNet2DModel``.
+        parameterization (`Parameterization`): the network's parameterization; a diffusers-sde scheduler (which carries
+            one as ``.parameterization``) is accepted too.
+    """
+    parameterization = getattr(parameterization, "parameterization", parameterization)
+
+    def score(x, t):
+        time = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+        if time.numel() == 1:
+            time = time.reshape(())  # one time for the batch, fed as a 0-dim tensor like the pipeline's loop does
+        a, s = (value.to(x.dtype).view(-1, *([1] * (x.dim() - 1))) if time.dim() else value.to(x.dtype)
+                for value in parameterization.marginal(time))
+        timestep = parameterization.model_time(time).to(torch.promote_types(model.dtype, torch.float32))
+        output = model(x.to(model.dtype), timestep).sample.to(x.dtype)
+        return parameterization.score(output, x, a, s)
+
+    return score
 
 
 def ddpm_log_alphas_cumprod(beta_min, beta_max, num_train_timesteps):

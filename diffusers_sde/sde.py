@@ -65,6 +65,25 @@ class ScoreSDE:
         """(a(t), s(t)) of the perturbation kernel p_0t(x_t | x_0) = N(a x_0, s^2 I)."""
         return self.mean_coefficient(t), self.std(t)
 
+    def log_snr(self, t):
+        """Half log signal-to-noise ratio lambda(t) = log(a(t) / s(t)), strictly decreasing in t (DPM-Solver's lambda)."""
+        t = _as_tensor(t)
+        return self.log_mean_coefficient(t) - torch.log(self.std(t))
+
+    def time_from_log_snr(self, lam):
+        """The time t with lambda(t) = ``lam`` (float64): every time recovered from a noise level goes through here.
+
+        The SDEs below invert lambda in closed form; this fallback bisects on [0, 1] (lambda is monotone), so a new SDE
+        needs no formula. Values of ``lam`` outside [lambda(1), lambda(0)] give the nearest end of [0, 1].
+        """
+        lam = _as_tensor(lam).to(torch.float64)
+        low, high = torch.zeros_like(lam), torch.ones_like(lam)
+        for _ in range(64):
+            middle = 0.5 * (low + high)
+            later = self.log_snr(middle) > lam  # still too little noise: the answer lies at a later time
+            low, high = torch.where(later, middle, low), torch.where(later, high, middle)
+        return 0.5 * (low + high)
+
     def sde(self, x, t):
         """Drift f(x, t) and diffusion g(t) of the forward SDE (Eq. 5)."""
         t = _as_tensor(t, x)
@@ -157,6 +176,9 @@ class VESDE(ScoreSDE):
     def time_from_std(self, sigma):
         return torch.log(_as_tensor(sigma) / self.sigma_min) / self._log_ratio
 
+    def time_from_log_snr(self, lam):
+        return self.time_from_std(torch.exp(-_as_tensor(lam).to(torch.float64)))  # a = 1: lambda = -log sigma
+
 
 class VPSDE(ScoreSDE):
     """Variance-preserving SDE (DDPM in continuous time): beta(t) = beta_min + t (beta_max - beta_min).
@@ -199,6 +221,11 @@ class VPSDE(ScoreSDE):
     def time_from_std(self, sigma):
         return self._time_from_log_mean_coefficient(0.5 * torch.log1p(-_as_tensor(sigma) ** 2))
 
+    def time_from_log_snr(self, lam):
+        # a^2 / s^2 = e^(2m) / (1 - e^(2m)) = e^(2 lambda), so e^(2m) = sigmoid(2 lambda).
+        lam = _as_tensor(lam).to(torch.float64)
+        return self._time_from_log_mean_coefficient(-0.5 * torch.nn.functional.softplus(-2 * lam))
+
 
 class SubVPSDE(VPSDE):
     """Sub-variance-preserving SDE: same drift and mean as VP, diffusion
@@ -215,6 +242,12 @@ class SubVPSDE(VPSDE):
 
     def time_from_std(self, sigma):
         return self._time_from_log_mean_coefficient(0.5 * torch.log1p(-_as_tensor(sigma)))
+
+    def time_from_log_snr(self, lam):
+        # With u = a = e^m: e^lambda = u / (1 - u^2), so u = 2 e^lambda / (1 + sqrt(1 + 4 e^(2 lambda))).
+        lam = _as_tensor(lam).to(torch.float64)
+        log_u = lam + math.log(2) - torch.log1p(torch.sqrt(1 + 4 * torch.exp(2 * lam)))
+        return self._time_from_log_mean_coefficient(log_u)
 
 
 def make_sde(sde_type, sigma_min=0.01, sigma_max=50.0, beta_min=0.1, beta_max=20.0):

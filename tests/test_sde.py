@@ -104,3 +104,16 @@ def test_reverse_drift_and_probability_flow():
 def test_bad_sde_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_sde(**kwargs)
+
+
+@pytest.mark.parametrize("sde", SDES + [VESDE(0.001, 378.0), SubVPSDE(0.05, 15.0)], ids=lambda s: s.sde_type)
+def test_closed_form_time_from_log_snr_inverts_lambda_and_agrees_with_bisection(sde):
+    from diffusers_sde.sde import ScoreSDE
+
+    t = torch.cat([torch.tensor([1e-5, 1e-4, 1e-3], dtype=torch.float64), TIMES, torch.tensor([1.0], dtype=torch.float64)])
+    lam = sde.log_snr(t)
+    assert torch.all(lam[1:] < lam[:-1])  # lambda decreases in t
+    # lambda = log(a / s), from the definitions
+    torch.testing.assert_close(lam, torch.log(sde.mean_coefficient(t) / sde.std(t)))
+    torch.testing.assert_close(sde.time_from_log_snr(lam), t, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(ScoreSDE.time_from_log_snr(sde, lam), t, rtol=1e-9, atol=1e-12)  # the generic fallback

@@ -1,2 +1,3 @@
-from .pipeline_score_sde import ScoreSDEPipeline, ScoreSDEPipelineOutput
-from .pipeline_score_sde import ScoreSDEEncodeOutput, ScoreSDELikelihoodOutput, slerp
+from .outputs import ScoreSDEEncodeOutput, ScoreSDELikelihoodOutput, ScoreSDEPipelineOutput
+from .pipeline_score_sde import SAMPLERS, ScoreSDEPipeline
+from .probability_flow import slerp

@@ -1,6 +1,6 @@
-from .scheduling_predictor_corrector import CORRECTORS, PREDICTORS, PredictorCorrectorScheduler
-from .scheduling_probability_flow import SOLVERS, ProbabilityFlowScheduler
-from .scheduling_score_sde import ScoreSDESchedulerMixin, ScoreSDESchedulerOutput
+from .scheduling_score_sde import DATA_LEVEL, NoiseLevel, ScoreSDESchedulerMixin, ScoreSDESchedulerOutput
+from .scheduling_predictor_corrector import CORRECTORS, LANGEVIN_NORMS, PREDICTORS, PredictorCorrectorScheduler
+from .scheduling_probability_flow import INTEGRATORS, ProbabilityFlowScheduler
 from .scheduling_exponential_integrator import SOLVER_ORDERS, ExponentialIntegratorScheduler
 from .scheduling_edm_heun import EDMHeunScheduler
 from .time_grids import TIMESTEP_SPACINGS

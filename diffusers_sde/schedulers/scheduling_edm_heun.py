@@ -10,8 +10,8 @@ import math
 from diffusers.configuration_utils import register_to_config
 
 from ..sde import tweedie_denoise
-from .scheduling_score_sde import ScoreSDESchedulerMixin
-from .time_grids import check_spacing, time_from_log_snr, time_grid
+from .scheduling_score_sde import DATA_LEVEL, Denoise, HeunCorrection, PlanStep, ScoreSDESchedulerMixin
+from .time_grids import check_spacing, time_grid
 
 
 class EDMHeunScheduler(ScoreSDESchedulerMixin):
@@ -36,6 +36,7 @@ class EDMHeunScheduler(ScoreSDESchedulerMixin):
     """
 
     order = 2
+    default_num_inference_steps = 18  # EDM's CIFAR-10 setting: 35 evaluations
 
     @register_to_config
     def __init__(
@@ -77,7 +78,7 @@ class EDMHeunScheduler(ScoreSDESchedulerMixin):
         gamma = min(self.config.s_churn / num_steps, math.sqrt(2) - 1)
         if gamma == 0 or not self.config.s_tmin <= sigma <= self.config.s_tmax:
             return level
-        t_hat = time_from_log_snr(self.sde, -math.log(sigma * (1 + gamma)), level.t).item()
+        t_hat = self.sde.time_from_log_snr(-math.log(sigma * (1 + gamma))).clamp(max=1.0).item()
         return self._level(t_hat)
 
     def _build_plan(self, levels):
@@ -85,42 +86,29 @@ class EDMHeunScheduler(ScoreSDESchedulerMixin):
         hats = [levels[0]] + [self._churned(level, len(levels)) for level in levels[1:]]
         plan = []
         for index in range(len(levels) - 1):
-            next_hat = hats[index + 1]
-            plan.append(("euler", hats[index], levels[index + 1]))
-            plan.append(("heun_correction", levels[index + 1], (hats[index], next_hat)))
-        plan.append(("denoise", hats[-1], None))
-        return plan
+            plan.append(PlanStep(hats[index], levels[index + 1]))
+            plan.append(HeunCorrection(levels[index + 1], hats[index + 1], start=hats[index]))
+        return plan + [Denoise(hats[-1], DATA_LEVEL)]
 
-    def step(self, model_output, timestep, sample, generator=None, return_dict=True):
-        """Advance by one network evaluation (an Euler step, Heun's correction plus any churn, or the final denoise).
-
-        Args:
-            model_output (`torch.Tensor`): the network's output at ``timestep``.
-            timestep (`float` or `torch.Tensor`): the entry of ``self.timesteps`` being processed.
-            sample (`torch.Tensor`): the current sample.
-            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): the churn noise (unused without churn).
-            return_dict (`bool`): return a :class:`ScoreSDESchedulerOutput` instead of a tuple.
-        """
-        kind, level, other = self._next_entry(sample)
-        denoised = tweedie_denoise(sample, self._score(model_output, sample, level), level.a, level.s)  # EDM's D
-        if kind == "denoise":
-            return self._output(denoised, denoised, level, return_dict)
+    def _update(self, entry, score, sample, generator):
+        level = entry.level
+        denoised = tweedie_denoise(sample, score, level.a, level.s)  # EDM's D
+        if isinstance(entry, Denoise):
+            return denoised, denoised
         sigma = level.s / level.a
         slope = (sample / level.a - denoised) / sigma  # EDM Eq. 3 in x_hat = x / a
-        if kind == "euler":  # Alg. 1 line 5, from sigma_hat_i to sigma_{i+1}
-            x_hat = sample / level.a + (other.s / other.a - sigma) * slope
-            self._pending = (sample / level.a, slope, sigma)
-            prev_sample = other.a * x_hat
-            return self._output(prev_sample, prev_sample, level, return_dict)
-        start, first_slope, start_sigma = self._pending  # Alg. 1 lines 7-8: average the two slopes
+        if not isinstance(entry, HeunCorrection):  # Alg. 1 line 5, from sigma_hat_i to sigma_{i+1}
+            x_hat = sample / level.a + (entry.target.s / entry.target.a - sigma) * slope
+            self._pending = (sample / level.a, slope)
+            prev_sample = entry.target.a * x_hat
+            return prev_sample, prev_sample
+        start, first_slope = self._pending  # Alg. 1 lines 7-8: average the two slopes
         self._pending = None
-        x_hat = start + (sigma - start_sigma) * 0.5 * (first_slope + slope)
+        x_hat = start + (sigma - entry.start.s / entry.start.a) * 0.5 * (first_slope + slope)
         mean = level.a * x_hat
-        next_hat = other[1]
-        if next_hat is level:
-            return self._output(mean, mean, level, return_dict)
+        if entry.target is level:
+            return mean, mean
         # Alg. 2 lines 4-6 for the next step: raise sigma to sigma_hat with fresh noise of variance sigma_hat^2 - sigma^2.
-        hat_sigma = next_hat.s / next_hat.a
-        noise_scale = self.config.s_noise * math.sqrt(max(hat_sigma**2 - sigma**2, 0.0))
-        prev_sample = next_hat.a * (x_hat + noise_scale * self._noise(sample, generator))
-        return self._output(prev_sample, mean, level, return_dict)
+        hat = entry.target
+        noise_scale = self.config.s_noise * math.sqrt(max((hat.s / hat.a) ** 2 - sigma**2, 0.0))
+        return hat.a * (x_hat + noise_scale * self._noise(sample, generator)), mean

@@ -19,8 +19,8 @@ import math
 from diffusers.configuration_utils import register_to_config
 
 from ..sde import tweedie_denoise
-from .scheduling_score_sde import ScoreSDESchedulerMixin
-from .time_grids import check_spacing, log_snr, time_grid
+from .scheduling_score_sde import DATA_LEVEL, Denoise, PlanStep, ScoreSDESchedulerMixin
+from .time_grids import check_spacing, time_grid
 
 SOLVER_ORDERS = (1, 2, 3)
 
@@ -82,13 +82,14 @@ class ExponentialIntegratorScheduler(ScoreSDESchedulerMixin):
         if solver_order not in SOLVER_ORDERS:
             raise ValueError(f"solver_order must be one of {SOLVER_ORDERS}, got {solver_order!r}.")
         check_spacing(timestep_spacing, rho)
-        lambda_start = log_snr(self.sde, 1.0).item()
+        lambda_start = self.sde.log_snr(1.0).item()
         if lambda_max_clipped is not None and not lambda_max_clipped > lambda_start:
             raise ValueError(f"lambda_max_clipped must be None or exceed the log-SNR at t = 1 ({lambda_start:.3f}), "
                              f"got {lambda_max_clipped!r}.")
         self._history = []
 
     order = 1  # one evaluation per grid time: the diffusers loop needs no repeated timesteps
+    default_num_inference_steps = 20
 
     def _grid_times(self, num_inference_steps):
         return time_grid(self.sde, num_inference_steps, self.config.sampling_eps, self.config.timestep_spacing,
@@ -96,24 +97,15 @@ class ExponentialIntegratorScheduler(ScoreSDESchedulerMixin):
 
     def _build_plan(self, levels):
         self._history = []
-        plan = [("step", level, next_level) for level, next_level in zip(levels[:-1], levels[1:])]
-        return plan + [("denoise", levels[-1], None)]
+        plan = [PlanStep(level, next_level) for level, next_level in zip(levels[:-1], levels[1:])]
+        return plan + [Denoise(levels[-1], DATA_LEVEL)]
 
-    def step(self, model_output, timestep, sample, generator=None, return_dict=True):
-        """Advance by one network evaluation: a multistep exponential-integrator step, or the final noise removal.
-
-        Args:
-            model_output (`torch.Tensor`): the network's output at ``timestep``.
-            timestep (`float` or `torch.Tensor`): the entry of ``self.timesteps`` being processed.
-            sample (`torch.Tensor`): the current sample.
-            generator: unused (the ODE is deterministic); accepted for the diffusers contract.
-            return_dict (`bool`): return a :class:`ScoreSDESchedulerOutput` instead of a tuple.
-        """
-        kind, level, next_level = self._next_entry(sample)
-        x0 = tweedie_denoise(sample, self._score(model_output, sample, level), level.a, level.s)
-        if kind == "denoise":
+    def _update(self, entry, score, sample, generator):
+        level, next_level = entry.level, entry.target
+        x0 = tweedie_denoise(sample, score, level.a, level.s)
+        if isinstance(entry, Denoise):
             self._history = []
-            return self._output(x0, x0, level, return_dict)
+            return x0, x0
         lam = math.log(level.a / level.s)
         self._history = [(lam, x0)] + self._history[: self.config.solver_order - 1]
         next_lam = math.log(next_level.a / next_level.s)
@@ -124,8 +116,7 @@ class ExponentialIntegratorScheduler(ScoreSDESchedulerMixin):
         for weight, derivative in zip(weights[1:], derivatives):
             update = update + weight * derivative
         prev_sample = (next_level.s / level.s) * sample + next_level.a * update
-        return self._output(prev_sample, prev_sample, level, return_dict)
-
+        return prev_sample, prev_sample
     def _derivatives(self):
         """dx0/dlambda (and d2x0/dlambda2) at the newest point, from divided differences of the stored predictions."""
         if len(self._history) < 2:

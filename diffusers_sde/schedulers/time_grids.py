@@ -2,8 +2,8 @@
 
 The sampling grids of the fast-sampler literature are defined on a noise scale, not on t: DPM-Solver spaces its steps
 uniformly in the half log-SNR lambda = log(a / s), EDM spaces sigma = s / a = exp(-lambda) with the rho = 7 polynomial
-(Karras et al. 2022, Eq. 5). Both are mapped back to SDE time by inverting lambda(t), which is strictly decreasing for
-every SDE here; the inversion is a vectorized bisection, so a new SDE needs no new formula.
+(Karras et al. 2022, Eq. 5). Both are mapped back to SDE time by the SDE's own inverse of lambda(t)
+(:meth:`~diffusers_sde.sde.ScoreSDE.time_from_log_snr`, closed-form for VE, VP and sub-VP).
 """
 
 import math
@@ -11,25 +11,6 @@ import math
 import torch
 
 TIMESTEP_SPACINGS = ("uniform_time", "log_snr", "karras")
-
-
-def log_snr(sde, t):
-    """Half log signal-to-noise ratio lambda(t) = log(a(t) / s(t)) (DPM-Solver's lambda)."""
-    a, s = sde.marginal(torch.as_tensor(t, dtype=torch.float64))
-    return torch.log(a) - torch.log(s)
-
-
-def time_from_log_snr(sde, lam, t_min, t_max=1.0, iterations=64):
-    """Invert :func:`log_snr` on [t_min, t_max] by bisection (lambda decreases in t); returns float64 times."""
-    lam = torch.as_tensor(lam, dtype=torch.float64)
-    low = torch.full_like(lam, t_min)
-    high = torch.full_like(lam, t_max)
-    for _ in range(iterations):
-        middle = 0.5 * (low + high)
-        above = log_snr(sde, middle) > lam  # still too little noise: the answer lies at a later time
-        low = torch.where(above, middle, low)
-        high = torch.where(above, high, middle)
-    return 0.5 * (low + high)
 
 
 def time_grid(sde, num_steps, sampling_eps, spacing, rho=7.0, lambda_max_clipped=None):
@@ -50,13 +31,13 @@ def time_grid(sde, num_steps, sampling_eps, spacing, rho=7.0, lambda_max_clipped
         return torch.tensor([1.0], dtype=torch.float64)
     if spacing == "uniform_time":
         return torch.linspace(1.0, sampling_eps, num_steps, dtype=torch.float64)
-    lam_start, lam_end = log_snr(sde, 1.0).item(), log_snr(sde, sampling_eps).item()
+    lam_start, lam_end = sde.log_snr(1.0).item(), sde.log_snr(sampling_eps).item()
     lam = _spaced_log_snr(lam_start, lam_end, num_steps, spacing, rho)
     if lambda_max_clipped is not None and lam[-2] > lambda_max_clipped:
         # log_snr: equal to the unclipped grid when its second-to-last point sits at the clip (continuous in the clip).
         lam[:-1] = _spaced_log_snr(lam_start, lambda_max_clipped, num_steps - 1, spacing, rho)
-    times = time_from_log_snr(sde, lam, sampling_eps)
-    times[0], times[-1] = 1.0, sampling_eps  # the ends exactly, free of bisection round-off
+    times = sde.time_from_log_snr(lam).clamp(sampling_eps, 1.0)
+    times[0], times[-1] = 1.0, sampling_eps  # the ends exactly, free of round-off
     return times
 
 

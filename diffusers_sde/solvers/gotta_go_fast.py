@@ -8,13 +8,12 @@ step is h <- min(t - eps, safety h E^(-exponent)). Step sizes, errors and accept
 follows its own time grid and its result does not depend on the rest of the batch.
 """
 
-import math
-
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..validation import check_integer, check_positive
+from .errors import MaxNFEExceededError
 from .noise_removal import remove_noise
-from .probability_flow_ode import MaxNFEExceededError
 
 # Published defaults (the paper's released configs): h_init 0.01, rtol 0.01, atol 0.0078 (for data in [-1, 1]),
 # safety 0.9, exponent r = 0.9; the error uses the previous proposal (error_use_prev) and the scaled L2 norm.
@@ -29,28 +28,24 @@ def _noise(shape, indices, generator, like):
     return randn_tensor((len(indices), *shape), generator=generator, device=like.device, dtype=like.dtype)
 
 
-def _check_positive(name, value, upper=None):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
-    if upper is not None and value > upper:
-        raise ValueError(f"{name} must be <= {upper}, got {value!r}.")
+def check_gotta_go_fast_arguments(rtol=None, atol=None, h_init=None, safety=None, exponent=None, max_nfe=10_000,
+                                  min_step=1e-10):
+    """Validate the solver's options where they enter (the pipeline or :func:`sample_gotta_go_fast`); ``None`` takes the
+    published default. Returns the resolved options as a dict of keyword arguments."""
+    given = dict(rtol=rtol, atol=atol, h_init=h_init, safety=safety, exponent=exponent)
+    options = {name: GOTTA_GO_FAST_DEFAULTS[name] if value is None else value for name, value in given.items()}
+    for name in ("rtol", "atol", "exponent"):
+        options[name] = check_positive(name, options[name])
+    for name in ("h_init", "safety"):
+        options[name] = check_positive(name, options[name], maximum=1.0)
+    options["min_step"] = check_positive("min_step", min_step)
+    options["max_nfe"] = check_integer("max_nfe (one iteration takes 2 evaluations, the final denoising 1)", max_nfe,
+                                       minimum=3)
+    return options
 
 
-def check_gotta_go_fast_arguments(rtol, atol, h_init, safety, exponent, max_nfe, min_step):
-    """Validate the solver's options (called where they enter: the pipeline or :func:`sample_gotta_go_fast`)."""
-    for name, value in (("rtol", rtol), ("atol", atol), ("min_step", min_step)):
-        _check_positive(name, value)
-    _check_positive("h_init", h_init, upper=1.0)
-    _check_positive("safety", safety, upper=1.0)
-    _check_positive("exponent", exponent)
-    if isinstance(max_nfe, bool) or not isinstance(max_nfe, int) or max_nfe < 3:
-        raise ValueError(f"max_nfe must be an integer >= 3 (one iteration takes 2, the final denoising 1), got {max_nfe!r}.")
-
-
-def sample_gotta_go_fast(sde, score_fn, latents, sampling_eps, rtol=GOTTA_GO_FAST_DEFAULTS["rtol"],
-                         atol=GOTTA_GO_FAST_DEFAULTS["atol"], h_init=GOTTA_GO_FAST_DEFAULTS["h_init"],
-                         safety=GOTTA_GO_FAST_DEFAULTS["safety"], exponent=GOTTA_GO_FAST_DEFAULTS["exponent"],
-                         generator=None, max_nfe=10_000, min_step=1e-10):
+def sample_gotta_go_fast(sde, score_fn, latents, sampling_eps, rtol=None, atol=None, h_init=None, safety=None,
+                         exponent=None, generator=None, max_nfe=10_000, min_step=1e-10):
     """Sample the reverse SDE from t = 1 to ``sampling_eps`` with per-sample adaptive steps, then denoise (Tweedie).
 
     Args:
@@ -58,11 +53,11 @@ def sample_gotta_go_fast(sde, score_fn, latents, sampling_eps, rtol=GOTTA_GO_FAS
         score_fn (`Callable`): ``score(x, t)`` with t of shape (B,), see :func:`~diffusers_sde.solvers.probability_flow_ode.score_function`.
         latents (`torch.Tensor`): (B, ...) prior sample at t = 1.
         sampling_eps (`float`): end time of the integration (paper: 1e-5 VE, 1e-3 VP / sub-VP).
-        rtol (`float`), atol (`float`): relative and absolute tolerances (paper: 0.01 and 0.0078 for data in [-1, 1];
-            rtol 0.02-0.05 trades quality for speed).
-        h_init (`float`): first step size.
-        safety (`float`): safety factor theta in (0, 1].
-        exponent (`float`): r in h <- theta h E^-r.
+        rtol (`float`), atol (`float`): relative and absolute tolerances (default: the paper's 0.01 and 0.0078 for data
+            in [-1, 1]; rtol 0.02-0.05 trades quality for speed).
+        h_init (`float`): first step size (default 0.01).
+        safety (`float`): safety factor theta in (0, 1] (default 0.9).
+        exponent (`float`): r in h <- theta h E^-r (default 0.9).
         generator (`torch.Generator` or `list[torch.Generator]`, *optional*): the Brownian increments; a list gives
             each sample its own stream.
         max_nfe (`int`): stop with :class:`MaxNFEExceededError` past this many (batched) network evaluations.
@@ -71,7 +66,9 @@ def sample_gotta_go_fast(sde, score_fn, latents, sampling_eps, rtol=GOTTA_GO_FAS
     Returns:
         `(torch.Tensor, int)`: the denoised sample and the number of batched network evaluations.
     """
-    check_gotta_go_fast_arguments(rtol, atol, h_init, safety, exponent, max_nfe, min_step)
+    options = check_gotta_go_fast_arguments(rtol, atol, h_init, safety, exponent, max_nfe, min_step)
+    rtol, atol, h_init, safety, exponent, max_nfe, min_step = (
+        options[name] for name in ("rtol", "atol", "h_init", "safety", "exponent", "max_nfe", "min_step"))
     shape = latents.shape[1:]
     view = (-1, *([1] * len(shape)))
     batch = latents.shape[0]

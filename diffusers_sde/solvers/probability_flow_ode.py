@@ -14,20 +14,18 @@ evaluation whatever the number of probes) or computed exactly (one vector-Jacobi
 The integrator is torchdiffeq's ``odeint``; its default ``dopri5`` is the RK45 (Dormand-Prince) pair of the paper.
 """
 
-import numbers
 from dataclasses import dataclass
 
 import torch
 from diffusers.utils import BaseOutput
 from torchdiffeq import odeint
 
+from ..validation import check_choice, check_integer, check_number, check_positive
+from .errors import MaxNFEExceededError
+
 METHODS = ("dopri5", "bosh3", "fehlberg2", "adaptive_heun", "dopri8")  # torchdiffeq's adaptive-step methods
 DIVERGENCES = ("hutchinson", "exact")
 PROBES = ("rademacher", "gaussian")
-
-
-class MaxNFEExceededError(RuntimeError):
-    """The adaptive solver needed more network evaluations than ``max_nfe`` allows."""
 
 
 @dataclass
@@ -62,52 +60,20 @@ class ProbabilityFlowLikelihoodOutput(BaseOutput):
     nfe: int
 
 
-def score_function(model, scheduler):
-    """Build ``score(x, t)`` from a network and a diffusers-sde scheduler, for every solver in ``solvers/``.
-
-    ``t`` is one time for the batch (a number or 0-dim tensor) or one per sample (shape (B,), as the adaptive SDE solver
-    needs). The network is fed ``scheduler.parameterization.model_time(t)`` and the sample cast to its dtype; its
-    output is turned into a score by the scheduler's parameterization (the package's one conversion point).
-
-    Args:
-        model (`ModelMixin`): called as ``model(sample, timestep).sample``, like a ``UNet2DModel``.
-        scheduler: a diffusers-sde scheduler (it carries ``sde`` and ``parameterization``).
-    """
-    sde, parameterization = scheduler.sde, scheduler.parameterization
-
-    def score(x, t):
-        time = torch.as_tensor(t, dtype=torch.float64, device=x.device)
-        if time.numel() == 1:
-            time = time.reshape(())  # one time for the batch, fed as a 0-dim tensor like the pipeline's loop does
-        a, s = (value.to(x.dtype).view(-1, *([1] * (x.dim() - 1))) if time.dim() else value.to(x.dtype)
-                for value in sde.marginal(time))
-        timestep = parameterization.model_time(time).to(torch.promote_types(model.dtype, torch.float32))
-        output = model(x.to(model.dtype), timestep).sample.to(x.dtype)
-        return parameterization.score(output, x, a, s)
-
-    return score
-
-
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
-
-
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
-
-
 def _check_eps(eps):
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < 1:
-        raise ValueError(f"eps (the time the data sits at) must be a number in (0, 1), got {eps!r}.")
+    return check_number("eps (the time the data sits at)", eps, minimum=0, maximum=1 - 1e-12)
 
 
 def _draw_probes(kind, shape, generator, like):
+    """Probes of ``shape`` (num_probes * B, ...); a list of B generators draws each sample's probes from its own."""
+    if isinstance(generator, (list, tuple)):
+        per_sample = [_draw_probes(kind, (shape[0] // len(generator), *shape[1:]), g, like) for g in generator]
+        return torch.stack(per_sample, dim=1).flatten(0, 1)  # probe p of sample i sits at p * B + i
+    device = generator.device if generator is not None else None  # draw where the generator lives
     if kind == "rademacher":
-        probes = torch.randint(0, 2, shape, generator=generator, dtype=torch.int8) * 2 - 1
+        probes = torch.randint(0, 2, shape, generator=generator, dtype=torch.int8, device=device) * 2 - 1
     else:
-        probes = torch.randn(shape, generator=generator, dtype=torch.float64)
+        probes = torch.randn(shape, generator=generator, dtype=torch.float64, device=device)
     return probes.to(device=like.device, dtype=like.dtype)
 
 
@@ -117,24 +83,19 @@ class ProbabilityFlowODE:
     Args:
         sde (`ScoreSDE`): the forward SDE (``scheduler.sde``).
         score_fn (`Callable`): ``score(x, t) -> grad_x log p_t(x)`` for a batch x and a scalar tensor t; see
-            :func:`score_function`. It must be differentiable in x for log-likelihoods.
+            :func:`~diffusers_sde.parameterization.score_function`. It must be differentiable in x for log-likelihoods.
         rtol (`float`), atol (`float`): the solver's relative and absolute tolerances, > 0 (paper: 1e-5 both).
         method (`str`): a torchdiffeq adaptive method, one of ``METHODS``; ``dopri5`` is RK45.
         max_nfe (`int`): stop with :class:`MaxNFEExceededError` past this many network evaluations in one solve.
     """
 
     def __init__(self, sde, score_fn, rtol=1e-5, atol=1e-5, method="dopri5", max_nfe=10_000):
-        _check_positive("rtol", rtol)
-        _check_positive("atol", atol)
-        _check_choice("method", method, METHODS)
-        if isinstance(max_nfe, bool) or not isinstance(max_nfe, numbers.Integral) or max_nfe < 1:
-            raise ValueError(f"max_nfe must be an integer >= 1, got {max_nfe!r}.")
         self.sde = sde
         self.score_fn = score_fn
-        self.rtol = rtol
-        self.atol = atol
-        self.method = method
-        self.max_nfe = max_nfe
+        self.rtol = check_positive("rtol", rtol)
+        self.atol = check_positive("atol", atol)
+        self.method = check_choice("method", method, METHODS)
+        self.max_nfe = check_integer("max_nfe", max_nfe, minimum=1)
 
     def drift(self, x, t):
         """v(x, t) = f(x, t) - g(t)^2 score(x, t) / 2 (Eq. 13)."""
@@ -177,8 +138,7 @@ class ProbabilityFlowODE:
             latents (`torch.Tensor`): x_1, e.g. a prior sample (already scaled by ``sde.prior_std``).
             eps (`float`): the end time, in (0, 1) (paper: 1e-3 for VP/sub-VP sampling, 1e-5 for VE).
         """
-        _check_eps(eps)
-        sample, nfe = self._solve(self._ode_func(), latents, 1.0, eps)
+        sample, nfe = self._solve(self._ode_func(), latents, 1.0, _check_eps(eps))
         return ProbabilityFlowODEOutput(sample=sample, nfe=nfe)
 
     def encode(self, x, eps=1e-3):
@@ -188,8 +148,7 @@ class ProbabilityFlowODE:
             x (`torch.Tensor`): data in the model's range.
             eps (`float`): the start time, in (0, 1); use the same value as for :meth:`decode`.
         """
-        _check_eps(eps)
-        sample, nfe = self._solve(self._ode_func(), x, eps, 1.0)
+        sample, nfe = self._solve(self._ode_func(), x, _check_eps(eps), 1.0)
         return ProbabilityFlowODEOutput(sample=sample, nfe=nfe)
 
     def log_likelihood(self, x, eps=1e-5, divergence="hutchinson", probe="rademacher", num_probes=1, generator=None):
@@ -203,13 +162,13 @@ class ProbabilityFlowODE:
             probe (`str`): Hutchinson probe distribution, ``rademacher`` (paper) or ``gaussian``.
             num_probes (`int`): Hutchinson probes averaged per sample, fixed for the whole solve; they ride in the
                 batch dimension, so the cost is still one network pass and one vector-Jacobian product per evaluation.
-            generator (`torch.Generator`, *optional*): draws the probes (on the CPU).
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): draws the probes; a list (one per
+                sample) gives each sample its own probes, independent of the batch.
         """
-        _check_eps(eps)
-        _check_choice("divergence", divergence, DIVERGENCES)
-        _check_choice("probe", probe, PROBES)
-        if isinstance(num_probes, bool) or not isinstance(num_probes, numbers.Integral) or num_probes < 1:
-            raise ValueError(f"num_probes must be an integer >= 1, got {num_probes!r}.")
+        eps = _check_eps(eps)
+        check_choice("divergence", divergence, DIVERGENCES)
+        check_choice("probe", probe, PROBES)
+        num_probes = check_integer("num_probes", num_probes, minimum=1)
         batch = x.shape[0]
         if divergence == "exact":
             divergence_fn = self._exact_divergence

@@ -13,7 +13,8 @@ import torchsde
 from torchsde._brownian.brownian_base import BaseBrownian
 
 from .noise_removal import remove_noise
-from .probability_flow_ode import MaxNFEExceededError
+from ..validation import check_choice, check_integer, check_positive
+from .errors import MaxNFEExceededError
 
 # method -> the SDE reading torchsde requires for it (identical here: g does not depend on x).
 TORCHSDE_METHODS = {"euler": "ito", "milstein": "ito", "srk": "ito", "heun": "stratonovich", "midpoint": "stratonovich"}
@@ -85,7 +86,9 @@ def levy_area_for(method):
 
 
 def _seed(generator):
-    return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    # Drawn on the generator's own device: a CUDA generator cannot feed a CPU draw.
+    device = generator.device if generator is not None else None
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
 
 
 def brownian_motion(shape, t0, t1, generator=None, dt=None, levy_area_approximation="none", dtype=None, device=None):
@@ -104,13 +107,12 @@ def brownian_motion(shape, t0, t1, generator=None, dt=None, levy_area_approximat
 
 def check_torchsde_arguments(method, num_steps, rtol, atol, dt):
     """Validate the torchsde solver's options (called where they enter: the pipeline or :func:`sample_reverse_sde`)."""
-    if method not in TORCHSDE_METHODS:
-        raise ValueError(f"method must be one of {tuple(TORCHSDE_METHODS)} for solver='torchsde', got {method!r}.")
+    check_choice("method", method, tuple(TORCHSDE_METHODS))
     for name, value in (("rtol", rtol), ("atol", atol), ("dt", dt)):
-        if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
-            raise ValueError(f"{name} must be a number > 0, got {value!r}.")
-    if num_steps is not None and not (isinstance(num_steps, int) and num_steps >= 1):
-        raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_steps!r}.")
+        if value is not None:
+            check_positive(name, value)
+    if num_steps is not None:
+        check_integer("num_inference_steps", num_steps, minimum=1)
 
 
 def sample_reverse_sde(sde, score_fn, latents, sampling_eps, method="euler", num_steps=1000, adaptive=False,

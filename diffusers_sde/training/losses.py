@@ -36,6 +36,8 @@ import math
 
 import torch
 
+from ..validation import check_choice
+
 WEIGHTINGS = ("std", "likelihood")
 LOSSES = ("continuous", "discrete")
 REDUCTIONS = ("mean", "sum")
@@ -58,11 +60,6 @@ def _reduce(per_element, reduction):
     return flat.mean(1) if reduction == "mean" else flat.sum(1)
 
 
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
-
-
 def model_output(model, sample, timestep):
     """Call a diffusers model (returning an output dataclass with ``.sample``) or a plain callable returning a tensor."""
     output = model(sample, timestep)
@@ -70,21 +67,8 @@ def model_output(model, sample, timestep):
 
 
 def log_noise_to_signal(sde, t):
-    """rho(t) = log(s(t)^2 / a(t)^2); increasing in t for every SDE here, with d rho / dt = g(t)^2 / s(t)^2."""
-    a, s = sde.marginal(t)
-    return 2 * (torch.log(s) - torch.log(a))
-
-
-def _time_from_log_noise_to_signal(sde, rho, low, high, iterations=60):
-    """Invert rho(t) by bisection on [low, high] (float64): written once for any SDE, no closed form needed."""
-    low = torch.full_like(rho, low)
-    high = torch.full_like(rho, high)
-    for _ in range(iterations):
-        middle = (low + high) / 2
-        below = log_noise_to_signal(sde, middle) < rho
-        low = torch.where(below, middle, low)
-        high = torch.where(below, high, middle)
-    return (low + high) / 2
+    """rho(t) = log(s(t)^2 / a(t)^2) = -2 lambda(t); increasing in t for every SDE here, with d rho / dt = g(t)^2 / s(t)^2."""
+    return -2 * sde.log_snr(t)
 
 
 def sample_training_times(sde, batch_size, eps=1e-5, importance_sampling=False, generator=None, device=None):
@@ -107,7 +91,7 @@ def sample_training_times(sde, batch_size, eps=1e-5, importance_sampling=False, 
     bounds = torch.tensor([eps, 1.0], dtype=torch.float64)
     rho_low, rho_high = log_noise_to_signal(sde, bounds).tolist()
     rho = rho_low + uniform * (rho_high - rho_low)
-    t = _time_from_log_noise_to_signal(sde, rho, eps, 1.0)
+    t = sde.time_from_log_snr(-rho / 2).clamp(eps, 1.0)
     return t, (rho_high - rho_low) / (1 - eps)
 
 
@@ -157,8 +141,8 @@ def denoising_score_matching_loss(
     Returns:
         The mean loss over the batch (a scalar tensor), or ``(loss, per_sample, t)`` with ``return_per_sample``.
     """
-    _check_choice("weighting", weighting, WEIGHTINGS)
-    _check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("weighting", weighting, WEIGHTINGS)
+    check_choice("reduction", reduction, REDUCTIONS)
     if not 0 < eps < 1:
         raise ValueError(f"eps must be in (0, 1), got {eps!r}.")
     if importance_sampling and weighting != "likelihood":
@@ -221,7 +205,7 @@ def discrete_score_matching_loss(model, x0, sde, parameterization, reduction="me
     Returns:
         The mean loss over the batch, or ``(loss, per_sample, i)`` with ``return_per_sample``.
     """
-    _check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("reduction", reduction, REDUCTIONS)
     levels = discrete_noise_levels(sde, parameterization.num_train_timesteps)
     uniform = _random(torch.rand, (x0.shape[0],), generator, x0.device, torch.float64)
     index = (uniform * len(levels[0])).long().clamp(max=len(levels[0]) - 1)
@@ -250,8 +234,8 @@ def sliced_score_matching_loss(score_fn, x, num_projections=1, projection="gauss
         reduction (`str`): ``"sum"`` (the objective above) or ``"mean"`` (divided by the number of elements per sample).
         return_per_sample (`bool`): also return the (B,) per-sample values.
     """
-    _check_choice("projection", projection, PROJECTIONS)
-    _check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("projection", projection, PROJECTIONS)
+    check_choice("reduction", reduction, REDUCTIONS)
     if not (isinstance(num_projections, int) and num_projections >= 1):
         raise ValueError(f"num_projections must be an integer >= 1, got {num_projections!r}.")
     x = x.detach().requires_grad_(True)

@@ -1,12 +1,13 @@
 """Probability-flow ODE likelihood against the closed-form Gaussian-mixture density."""
 
 import math
+import warnings
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
-from likelihood_helpers import SDE_TYPES, mixture_log_prob, bits, exact_pipeline, mixture_samples
+from likelihood_helpers import SDE_TYPES, mixture_log_prob, bits, exact_pipeline, mixture_samples, unit_mixture
 
 from diffusers_sde import GaussianMixture, MaxNFEExceededError, ProbabilityFlowODE, score_function
 
@@ -206,11 +207,26 @@ def test_bad_arguments_are_named(kwargs, names):
         assert name in str(error.value)
 
 
-def test_data_outside_the_model_range_is_an_error_not_negative_bits():
+def test_data_outside_the_image_range_is_scored_as_is():
+    # The density is defined everywhere: latent or non-image data outside [0, 1] gets its exact likelihood, no error.
+    unit = unit_mixture(2, 2)
+    shifted = GaussianMixture(unit.weights, unit.means * 3 - 1.6, unit.variances * 9)  # means in [-0.7, 0.5]
+    pipe, mixture = exact_pipeline("vp", data_centered=False, unit=shifted)
+    x = mixture_samples(mixture, 6, (2, 2, 2))
+    assert x.min() < -0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # near the image range: no warning either
+        out = pipe.log_likelihood(x, divergence="exact", eps=EPS, **TOL)
+    truth = -mixture_log_prob(pipe, mixture, x, EPS)
+    assert (bits(out.nll, 8) - bits(truth, 8)).abs().max() < 0.01
+    assert torch.all(out.dequantization_nll == 0)
+
+
+def test_pixel_valued_floats_warn_and_bad_inputs_are_refused():
     pipe, mixture = exact_pipeline("ve")  # data in [0, 1]
-    x = mixture_samples(mixture, 2, (2, 2, 2)) * 2 - 1  # now in [-1, 1]
-    with pytest.raises(ValueError, match=r"images.*\[0, 1\].*data_centered=False"):
-        pipe.log_likelihood(x)
+    x = mixture_samples(mixture, 2, (2, 2, 2)) * 255
+    with pytest.warns(UserWarning, match=r"outside the image range \[0, 1\].*uint8"):
+        pipe.encode(x, rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match=r"images .*uint8"):
         pipe.log_likelihood(np.zeros((2, 2, 2, 2), dtype=np.float32))
     with pytest.raises(ValueError, match=r"shape .*\(2, 2, 2\)"):

@@ -92,7 +92,7 @@ def test_hub_check_is_really_exercised(saved, tmp_path):
 
 def test_swapped_scheduler_round_trips(saved, tmp_path):
     pipe, _ = saved
-    pipe.scheduler = ProbabilityFlowScheduler.from_config(pipe.scheduler.config, solver="euler")
+    pipe.scheduler = ProbabilityFlowScheduler.from_config(pipe.scheduler.config, integrator="euler")
     pipe.save_pretrained(tmp_path / "ode")
     loaded = DiffusionPipeline.from_pretrained(tmp_path / "ode")
     assert type(loaded.scheduler) is ProbabilityFlowScheduler and loaded.scheduler.config.sde_type == "subvp"

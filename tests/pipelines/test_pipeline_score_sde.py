@@ -44,7 +44,7 @@ def test_any_number_of_channels():
 def test_nfe_counts_correctors_and_heun():
     pc = make_pipe(scheduler=PredictorCorrectorScheduler(sde_type="ve", corrector="langevin", corrector_steps=2))
     assert pc(num_inference_steps=3, output_type="latent").nfe == 9
-    ode = make_pipe(scheduler=ProbabilityFlowScheduler(sde_type="vp", solver="heun"))
+    ode = make_pipe(scheduler=ProbabilityFlowScheduler(sde_type="vp", integrator="heun"))
     assert ode(num_inference_steps=3, output_type="latent").nfe == 5
 
 

@@ -18,7 +18,7 @@ from diffusers_sde import (
     ExponentialIntegratorScheduler,
     PredictorCorrectorScheduler,
 )
-from diffusers_sde.schedulers.time_grids import log_snr
+
 
 SDE_TYPES = ("ve", "vp", "subvp")
 
@@ -62,11 +62,11 @@ def test_log_snr_grid_is_clipped_where_the_noise_is_negligible(sde_type):
     unclipped = ExponentialIntegratorScheduler(sde_type=sde_type, lambda_max_clipped=None)
     times, full = clipped._grid_times(20), unclipped._grid_times(20)
     eps = clipped.config.sampling_eps
-    if log_snr(clipped.sde, eps).item() <= math.log(100.0):  # VE and VP end below the clip: grid unchanged
+    if clipped.sde.log_snr(eps).item() <= math.log(100.0):  # VE and VP end below the clip: grid unchanged
         torch.testing.assert_close(times, full, rtol=0, atol=0)
         return
-    lam = log_snr(clipped.sde, times)
-    expected = torch.linspace(log_snr(clipped.sde, 1.0).item(), math.log(100.0), 19, dtype=torch.float64)
+    lam = clipped.sde.log_snr(times)
+    expected = torch.linspace(clipped.sde.log_snr(1.0).item(), math.log(100.0), 19, dtype=torch.float64)
     torch.testing.assert_close(lam[:-1], expected, rtol=0, atol=1e-9)
     assert times[-1].item() == eps
 

@@ -16,7 +16,7 @@ def mixture():
 @pytest.mark.parametrize("sde_type", ["ve", "vp", "subvp"])
 def test_reproduces_the_mixture_with_the_published_defaults(mixture, sde_type):
     pipe = mixture_pipeline(mixture, PredictorCorrectorScheduler(sde_type=sde_type))
-    out = pipe(batch_size=400, generator=torch.Generator().manual_seed(6), output_type="latent", solver="gotta_go_fast")
+    out = pipe(batch_size=400, generator=torch.Generator().manual_seed(6), output_type="latent", sampler="gotta_go_fast")
     fidelity = mixture.fidelity(out.images.flatten(1))
     assert abs(fidelity["variance_ratio"] - 1) < 0.04, fidelity
     assert fidelity["mode_weight_error"] < 0.08, fidelity
@@ -56,7 +56,7 @@ def test_same_generator_same_sample_at_batch_sizes_1_and_8(mixture, solver):
 
     def run(batch_size):
         generators = [torch.Generator().manual_seed(300 + i) for i in range(batch_size)]
-        return pipe(batch_size=batch_size, generator=generators, output_type="latent", solver=solver, rtol=0.05)
+        return pipe(batch_size=batch_size, generator=generators, output_type="latent", sampler=solver, rtol=0.05)
 
     single, batch = run(1), run(8)
     torch.testing.assert_close(batch.images[:1], single.images, rtol=1e-4, atol=1e-4)
@@ -64,7 +64,7 @@ def test_same_generator_same_sample_at_batch_sizes_1_and_8(mixture, solver):
 
 def test_ode_solver_reproduces_the_mixture(mixture):
     pipe = mixture_pipeline(mixture, PredictorCorrectorScheduler(sde_type="vp"))
-    out = pipe(batch_size=400, generator=torch.Generator().manual_seed(7), output_type="latent", solver="ode",
+    out = pipe(batch_size=400, generator=torch.Generator().manual_seed(7), output_type="latent", sampler="adaptive_ode",
                rtol=1e-4, atol=1e-4)
     fidelity = mixture.fidelity(out.images.flatten(1))
     assert abs(fidelity["variance_ratio"] - 1) < 0.03, fidelity
@@ -76,14 +76,14 @@ def test_ode_solver_reproduces_the_mixture(mixture):
         (dict(rtol=0.0), ValueError, "rtol must be a finite number > 0, got 0.0"),
         (dict(atol=-0.01), ValueError, "atol must be a finite number > 0, got -0.01"),
         (dict(max_nfe=20), MaxNFEExceededError, "max_nfe=20"),
-        (dict(method="euler"), ValueError, "solver='gotta_go_fast' chooses its own steps and has no method"),
+        (dict(method="euler"), ValueError, "sampler='gotta_go_fast' chooses its own steps and has no method"),
         (dict(num_inference_steps=10), ValueError, "num_inference_steps=10"),
     ],
 )
 def test_bad_input(mixture, kwargs, error, fragment):
     pipe = mixture_pipeline(mixture, PredictorCorrectorScheduler(sde_type="ve"))
     with pytest.raises(error) as raised:
-        pipe(batch_size=2, output_type="latent", solver="gotta_go_fast", **kwargs)
+        pipe(batch_size=2, output_type="latent", sampler="gotta_go_fast", **kwargs)
     assert fragment in str(raised.value)
 
 
@@ -97,8 +97,8 @@ def test_step_underflow_names_the_time():
 @pytest.mark.parametrize(
     "kwargs, fragment",
     [
-        (dict(solver="rk4"), "solver must be None or one of ('torchsde', 'gotta_go_fast', 'ode'), got 'rk4'"),
-        (dict(rtol=1e-3), "only apply with solver in"),
+        (dict(sampler="rk4"), "sampler must be None or one of ('torchsde', 'gotta_go_fast', 'adaptive_ode'), got 'rk4'"),
+        (dict(rtol=1e-3), "only apply with sampler in"),
     ],
 )
 def test_pipeline_rejects_unknown_solver_and_stray_options(mixture, kwargs, fragment):

@@ -23,7 +23,7 @@ def mixture():
 def test_reproduces_the_mixture(mixture, sde_type):
     pipe = mixture_pipeline(mixture, PredictorCorrectorScheduler(sde_type=sde_type))
     out = pipe(batch_size=600, num_inference_steps=200, generator=torch.Generator().manual_seed(3),
-               output_type="latent", solver="torchsde")
+               output_type="latent", sampler="torchsde")
     fidelity = mixture.fidelity(out.images.flatten(1))
     assert abs(fidelity["variance_ratio"] - 1) < 0.04, fidelity
     assert fidelity["mode_weight_error"] < 0.07, fidelity
@@ -33,7 +33,7 @@ def test_reproduces_the_mixture(mixture, sde_type):
 def test_every_method_samples_the_mixture(mixture, method):
     pipe = mixture_pipeline(mixture, PredictorCorrectorScheduler(sde_type="vp"))
     out = pipe(batch_size=400, num_inference_steps=40 if method == "srk" else 100,
-               generator=torch.Generator().manual_seed(4), output_type="latent", solver="torchsde", method=method)
+               generator=torch.Generator().manual_seed(4), output_type="latent", sampler="torchsde", method=method)
     fidelity = mixture.fidelity(out.images.flatten(1))
     assert abs(fidelity["variance_ratio"] - 1) < 0.05, fidelity
     assert fidelity["mode_weight_error"] < 0.08, fidelity
@@ -41,7 +41,7 @@ def test_every_method_samples_the_mixture(mixture, method):
 
 def test_adaptive_steps_sample_the_mixture(mixture):
     pipe = mixture_pipeline(mixture, PredictorCorrectorScheduler(sde_type="subvp"))
-    out = pipe(batch_size=400, generator=torch.Generator().manual_seed(5), output_type="latent", solver="torchsde",
+    out = pipe(batch_size=400, generator=torch.Generator().manual_seed(5), output_type="latent", sampler="torchsde",
                method="heun", rtol=0.02, atol=0.02)
     fidelity = mixture.fidelity(out.images.flatten(1))
     assert abs(fidelity["variance_ratio"] - 1) < 0.05, fidelity
@@ -79,7 +79,7 @@ def test_same_generator_same_sample_at_batch_sizes_1_and_8(mixture, method):
     def run(batch_size):
         generators = [torch.Generator().manual_seed(200 + i) for i in range(batch_size)]
         return pipe(batch_size=batch_size, num_inference_steps=20, generator=generators, output_type="latent",
-                    solver="torchsde", method=method).images
+                    sampler="torchsde", method=method).images
 
     torch.testing.assert_close(run(8)[:1], run(1), rtol=1e-5, atol=1e-4)
 
@@ -89,7 +89,7 @@ def test_one_generator_is_reproducible(mixture):
 
     def run(seed):
         return pipe(batch_size=4, num_inference_steps=10, generator=torch.Generator().manual_seed(seed),
-                    output_type="latent", solver="torchsde").images
+                    output_type="latent", sampler="torchsde").images
 
     assert torch.equal(run(0), run(0))
     assert not torch.equal(run(0), run(1))
@@ -99,8 +99,8 @@ def test_one_generator_is_reproducible(mixture):
     "kwargs, error, fragment",
     [
         (dict(method="rk4"), ValueError, "method must be one of ('euler', 'milstein', 'srk', 'heun', 'midpoint')"),
-        (dict(rtol=0.0), ValueError, "rtol must be a number > 0, got 0.0"),
-        (dict(atol=-1e-3), ValueError, "atol must be a number > 0, got -0.001"),
+        (dict(rtol=0.0), ValueError, "rtol must be a finite number > 0, got 0.0"),
+        (dict(atol=-1e-3), ValueError, "atol must be a finite number > 0, got -0.001"),
         (dict(num_inference_steps=0), ValueError, "num_inference_steps must be an integer >= 1, got 0"),
         (dict(num_inference_steps=50, max_nfe=10), MaxNFEExceededError, "max_nfe=10"),
     ],
@@ -108,5 +108,5 @@ def test_one_generator_is_reproducible(mixture):
 def test_bad_input(mixture, kwargs, error, fragment):
     pipe = mixture_pipeline(mixture, PredictorCorrectorScheduler(sde_type="vp"))
     with pytest.raises(error) as raised:
-        pipe(batch_size=2, output_type="latent", solver="torchsde", **kwargs)
+        pipe(batch_size=2, output_type="latent", sampler="torchsde", **kwargs)
     assert fragment in str(raised.value)
