@@ -14,7 +14,8 @@ from diffusers_sde import (EDMHeunScheduler, ExponentialIntegratorScheduler, Pre
 STOCK = os.path.join(os.path.dirname(__file__), "..", "fixtures", "stock")
 REPOS = sorted(os.listdir(os.path.join(STOCK)))
 REPOS = [name for name in REPOS if os.path.isdir(os.path.join(STOCK, name))]
-SCHEDULERS = [PredictorCorrectorScheduler, ProbabilityFlowScheduler, ExponentialIntegratorScheduler, EDMHeunScheduler]
+# Every scheduler of the project (each registers itself as compatible with the others).
+SCHEDULERS = PredictorCorrectorScheduler().compatibles
 
 
 @pytest.fixture(scope="module", params=REPOS)
@@ -24,6 +25,11 @@ def stock_repo(request, tmp_path_factory):
     torch.manual_seed(0)
     UNet2DModel.from_config(UNet2DModel.load_config(folder / "unet")).save_pretrained(folder / "unet")
     return request.param, folder
+
+
+def test_every_scheduler_is_covered():
+    assert {EDMHeunScheduler, ExponentialIntegratorScheduler, PredictorCorrectorScheduler,
+            ProbabilityFlowScheduler} <= set(SCHEDULERS)
 
 
 def test_every_stock_layout_is_kept():
