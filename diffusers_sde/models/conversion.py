@@ -310,6 +310,7 @@ def convert_checkpoint(checkpoint, config, output_dir, weights="ema", layout="nc
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"--checkpoint {checkpoint!r} is not a file.")
+    _check_output(output_dir)  # before the (long) conversion
     original, source = resolve_config(config)
     state = load_original_checkpoint(checkpoint)
     raw = _strip_data_parallel(state["model"])
@@ -333,10 +334,14 @@ def convert_checkpoint(checkpoint, config, output_dir, weights="ema", layout="nc
     return pipe
 
 
+def _check_output(output_dir):
+    if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
+        raise FileExistsError(f"--output {output_dir!r} exists and is not empty; choose a new folder.")
+
+
 def _save_atomically(pipe, card, output_dir):
     output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and os.listdir(output_dir):
-        raise FileExistsError(f"--output {output_dir!r} exists and is not empty; choose a new folder.")
+    _check_output(output_dir)
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".converting-", dir=parent)

@@ -197,3 +197,17 @@ def test_backward_map_of_the_test_helper_restores_the_original_keys(family):
     assert set(restored) == set(state)
     for key, value in state.items():
         torch.testing.assert_close(restored[key].to(value.dtype), value, rtol=0, atol=1e-7 if key == "sigmas" else 0)
+
+
+def test_missing_ema_and_an_occupied_output_are_refused(tmp_path):
+    config, state, _, _ = load_fixture("ve_ncsnpp_continuous")
+    config_file = str(write_config_file(tmp_path / "c.py", config))
+    torch.save({"model": state, "step": 3}, tmp_path / "raw.pth")
+    with pytest.raises(ValueError, match="has no 'ema' entry; pass weights='model'"):
+        convert_checkpoint(str(tmp_path / "raw.pth"), config_file, str(tmp_path / "out"))
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="exists and is not empty"):
+        convert_checkpoint(str(tmp_path / "raw.pth"), config_file, str(tmp_path / "taken"), weights="model")
+    assert [p.name for p in (tmp_path / "taken").iterdir()] == ["keep.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".converting-")]  # no staging folder left behind
