@@ -8,6 +8,9 @@ from .gaussian_mixture import GaussianMixture, GaussianMixtureModel
 from .models import NCSNppModel, NCSNppOutput
 from .parameterization import PREDICTION_TYPES, TIMESTEP_TYPES, Parameterization, score_function
 from .pipelines import SAMPLERS, ScoreSDEPipeline, ScoreSDEPipelineOutput
+from .pipelines import INVERSE_PROBLEM_METHODS, ScoreSDEColorizationPipeline, ScoreSDEImg2ImgPipeline
+from .pipelines import ScoreSDEInpaintPipeline, ScoreSDEInverseProblemPipeline
+from .inverse_problems import ChannelMean, Downsample, LinearOperator, Masking
 from .pipelines import ScoreSDEEncodeOutput, ScoreSDELikelihoodOutput, slerp
 from .schedulers import (
     CORRECTORS,
@@ -33,7 +36,8 @@ from .training import train
 
 __version__ = "0.1.0"
 
-_register([ScoreSDEPipeline])
+_register([ScoreSDEPipeline, ScoreSDEInverseProblemPipeline, ScoreSDEInpaintPipeline, ScoreSDEColorizationPipeline,
+           ScoreSDEImg2ImgPipeline])
 
 __all__ = [
     "CORRECTORS", "INTEGRATORS", "LANGEVIN_NORMS", "PREDICTORS", "PREDICTION_TYPES", "SAMPLERS", "SDE_TYPES",
@@ -41,7 +45,9 @@ __all__ = [
     "GaussianMixture", "GaussianMixtureModel", "Parameterization", "NCSNppModel", "NCSNppOutput",
     "PredictorCorrectorScheduler", "ProbabilityFlowScheduler", "ExponentialIntegratorScheduler", "EDMHeunScheduler",
     "SOLVER_ORDERS", "TIMESTEP_SPACINGS", "ScoreSDESchedulerMixin", "ScoreSDESchedulerOutput",
-    "ScoreSDEPipeline", "ScoreSDEPipelineOutput",
+    "ScoreSDEPipeline", "ScoreSDEPipelineOutput", "ScoreSDEInverseProblemPipeline", "ScoreSDEInpaintPipeline",
+    "ScoreSDEColorizationPipeline", "ScoreSDEImg2ImgPipeline", "INVERSE_PROBLEM_METHODS",
+    "LinearOperator", "Masking", "ChannelMean", "Downsample",
     "ScoreSDEEncodeOutput", "ScoreSDELikelihoodOutput", "slerp",
     "DIVERGENCES", "PROBES", "MaxNFEExceededError", "ProbabilityFlowODE", "ProbabilityFlowODEOutput",
     "ProbabilityFlowLikelihoodOutput", "score_function",

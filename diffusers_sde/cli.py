@@ -404,10 +404,12 @@ def build_parser():
     _add_sample_parser(commands)
     _add_likelihood_parser(commands)
 
+    from .conditional_commands import add_conditional_parsers
     from .training.command import add_train_parser
     from .models.conversion import add_convert_parser
 
     add_train_parser(commands)
+    add_conditional_parsers(commands)
     add_convert_parser(commands)
     return parser
 

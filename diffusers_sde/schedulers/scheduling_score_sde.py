@@ -168,6 +168,7 @@ class ScoreSDESchedulerMixin(SchedulerMixin, ConfigMixin):
         self.num_inference_steps = None
         self.timesteps = None
         self._plan = []
+        self._grid_levels = []
         self._step_index = None
         self._begin_index = None
         self._finite_flags = []
@@ -231,7 +232,8 @@ class ScoreSDESchedulerMixin(SchedulerMixin, ConfigMixin):
             num_inference_steps = check_integer("num_inference_steps", num_inference_steps, minimum=1)
             times = self._grid_times(num_inference_steps)
         self.num_inference_steps = len(times)
-        self._plan = self._build_plan([self._level(t) for t in times.tolist()])
+        self._grid_levels = [self._level(t) for t in times.tolist()]
+        self._plan = self._build_plan(self._grid_levels)
         plan_times = torch.tensor([entry.level.t for entry in self._plan], dtype=torch.float64)
         self.timesteps = self.parameterization.model_time(plan_times).to(device=device, dtype=torch.float32)
         self._step_index = None
@@ -303,6 +305,12 @@ class ScoreSDESchedulerMixin(SchedulerMixin, ConfigMixin):
                 " e.g. scheduler.timesteps[t_start * scheduler.order]."
             )
         return starts[0]
+
+    @property
+    def grid_levels(self):
+        """The grid's noise levels, one per grid time from t = 1 down to ``sampling_eps`` (set by ``set_timesteps``);
+        for samplers that walk the grid with their own kernel (e.g. the twisted diffusion sampler)."""
+        return list(self._grid_levels)
 
     @property
     def sample_level(self):
