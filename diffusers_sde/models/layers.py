@@ -121,7 +121,7 @@ class GaussianFourierProjection(nn.Module):
         self.register_buffer("W", torch.randn(embedding_size) * scale)
 
     def forward(self, log_sigma):
-        projection = log_sigma[:, None] * self.W[None, :] * 2 * math.pi
+        projection = log_sigma[:, None] * self.W[None, :].to(log_sigma.dtype) * 2 * math.pi
         return torch.cat([torch.sin(projection), torch.cos(projection)], dim=-1)
 
 

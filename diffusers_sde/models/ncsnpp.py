@@ -223,6 +223,7 @@ class NCSNppModel(ModelMixin, ConfigMixin):
             embedding = self.fourier_projection(torch.log(timestep))
         else:
             embedding = positional_embedding(timestep, self.config.nf)
+        embedding = embedding.to(self.time_dense[0].weight.dtype)
         return self.time_dense[1](self.act(self.time_dense[0](embedding)))
 
     def _noise_level_index(self, sigma):
@@ -241,7 +242,8 @@ class NCSNppModel(ModelMixin, ConfigMixin):
         """
         config = self.config
         timestep = torch.as_tensor(timestep, device=sample.device)
-        timestep = timestep.to(sample.dtype if timestep.is_floating_point() else torch.float32)
+        # The time input stays at least float32 in half-precision models: bf16 cannot even hold the index 999.
+        timestep = timestep.to(torch.promote_types(sample.dtype, torch.float32))
         timestep = timestep.reshape(-1).expand(sample.shape[0]) if timestep.numel() == 1 else timestep.reshape(-1)
         if config.sigma_input:
             timestep = self._noise_level_index(timestep)
@@ -287,6 +289,6 @@ class NCSNppModel(ModelMixin, ConfigMixin):
         h = pyramid if config.progressive == "output_skip" else self.conv_out(self.act(self.norm_out(h)))
         if config.scale_by_sigma:
             sigma = timestep if config.embedding_type == "fourier" else self.sigmas[timestep.long()]
-            h = h / sigma.reshape(-1, 1, 1, 1)
+            h = h / sigma.reshape(-1, 1, 1, 1).to(h.dtype)
         return NCSNppOutput(sample=h) if return_dict else (h,)
 

@@ -70,3 +70,17 @@ def test_trainer_trains_an_ncsnpp_preset(tmp_path, sde_type):
         assert torch.equal(pipe.unet.state_dict()[name], value), name
     images = pipe(batch_size=1, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
     assert images.shape == (1, 8, 8, 1) and torch.isfinite(torch.from_numpy(images)).all()
+
+
+@pytest.mark.parametrize("embedding_type", ["fourier", "positional"])
+def test_bfloat16_model_keeps_its_time_input_exact(embedding_type):
+    # bf16 cannot hold the index 999 (it rounds to 1000): the time input and embedding stay float32 up to the first layer.
+    torch.manual_seed(0)
+    model = NCSNppModel(sample_size=8, nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
+                        embedding_type=embedding_type, scale_by_sigma=True, sigma_input=embedding_type == "positional")
+    x, sigma = torch.rand(2, 3, 8, 8), torch.tensor([1.0, 20.0])
+    with torch.no_grad():
+        reference = model(x, sigma).sample
+        half = model.to(torch.bfloat16)(x.bfloat16(), sigma).sample
+    assert half.dtype == torch.bfloat16
+    assert (half.float() - reference).abs().max() < 0.02 * reference.abs().max()
