@@ -74,7 +74,8 @@ def test_trainer_trains_an_ncsnpp_preset(tmp_path, sde_type):
 
 @pytest.mark.parametrize("embedding_type", ["fourier", "positional"])
 def test_bfloat16_model_keeps_its_time_input_exact(embedding_type):
-    # bf16 cannot hold the index 999 (it rounds to 1000): the time input and embedding stay float32 up to the first layer.
+    # A bf16 model runs (its float32 embedding is cast to the first layer's dtype) and stays close to float32: the time
+    # input is kept in float32, as bf16 cannot hold noise-level indices such as 999 (it rounds them to 1000).
     torch.manual_seed(0)
     model = NCSNppModel(sample_size=8, nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
                         embedding_type=embedding_type, scale_by_sigma=True, sigma_input=embedding_type == "positional")
