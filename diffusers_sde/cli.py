@@ -406,9 +406,11 @@ def build_parser():
 
     from .conditional_commands import add_conditional_parsers
     from .training.command import add_train_parser
+    from .models.conversion import add_convert_parser
 
     add_train_parser(commands)
     add_conditional_parsers(commands)
+    add_convert_parser(commands)
     return parser
 
 

@@ -141,7 +141,7 @@ class GaussianMixtureModel(ModelMixin, ConfigMixin):
 
     def forward(self, sample, timestep, return_dict=True):
         t = self.parameterization.time_from_model_time(torch.as_tensor(timestep, dtype=torch.float64))
-        a, s = self.sde.marginal(t.reshape(-1, 1))
+        a, s = self.parameterization.marginal(t.reshape(-1, 1))
         x = sample.flatten(1).to(torch.float64)
         score = self.mixture.score(x, a, s)
         output = self.parameterization.output_from_score(score, x, a, s).view_as(sample).to(sample.dtype)

@@ -124,7 +124,7 @@ def _translate_foreign_config(config):
         return dict(
             sde_type="vp", beta_min=config["beta_start"] * steps, beta_max=config["beta_end"] * steps,
             num_train_timesteps=steps, prediction_type=config.get("prediction_type", "epsilon"),
-            timestep_type="discrete", data_centered=True,
+            timestep_type="ddpm", data_centered=True,  # trained on DDPM's discrete schedule
         )
     raise ValueError(
         f"scheduler config of class {name!r} cannot be mapped to a score SDE. Allowed: diffusers-sde schedulers"
@@ -246,15 +246,18 @@ class ScoreSDESchedulerMixin(SchedulerMixin, ConfigMixin):
 
     def _level(self, t):
         t64 = torch.tensor(t, dtype=torch.float64)
-        a, s = self.sde.marginal(t64)
+        a, s = self.parameterization.marginal(t64)
         return NoiseLevel(t=t, a=a.item(), s=s.item(), g=self.sde.diffusion(t64).item(),
                           f=self.sde.drift_coefficient(t64).item())
 
     def add_noise(self, original_samples, noise, timesteps):
-        """Forward SDE marginal: x_t = a(t) x_0 + s(t) noise, with ``timesteps`` in the network's time convention
-        (one for the batch, or one per sample)."""
+        """Forward marginal x_t = a(t) x_0 + s(t) noise (the kernel the network was trained with, see
+        ``Parameterization.marginal``), with ``timesteps`` in the network's time convention (one for the batch, or one
+        per sample)."""
         t = self.parameterization.time_from_model_time(torch.as_tensor(timesteps, device=original_samples.device))
-        return self.sde.perturb(original_samples, t.to(torch.float64).flatten(), noise).to(original_samples.dtype)
+        a, s = self.parameterization.marginal(t.to(torch.float64).flatten())
+        shape = (-1,) + (1,) * (original_samples.dim() - 1)
+        return (a.reshape(shape) * original_samples + s.reshape(shape) * noise).to(original_samples.dtype)
 
     # --- position in the plan --------------------------------------------------------------------------------
     @property

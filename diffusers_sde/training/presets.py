@@ -1,6 +1,8 @@
-"""UNet2DModel presets by name, sized for the data they are meant for."""
+"""UNet2DModel and NCSNppModel presets by name, sized for the data they are meant for."""
 
 from diffusers import UNet2DModel
+
+from ..models import NCSNppModel
 
 UNET_PRESETS = {
     # ~0.4 M parameters: 8x8 greyscale digits on a CPU in minutes.
@@ -30,9 +32,33 @@ UNET_PRESETS = {
     ),
 }
 
+# NCSNppModel presets: the paper's CIFAR-10 networks by their score_sde config, and a tiny one for 8x8 digits.
+NCSNPP_PRESETS = {
+    "ncsnpp-cifar10": "ve/cifar10_ncsnpp_continuous",
+    "ncsnpp-deep-cifar10": "ve/cifar10_ncsnpp_deep_continuous",
+    "ddpmpp-cifar10": "vp/cifar10_ddpmpp_continuous",
+    "ddpmpp-deep-cifar10": "vp/cifar10_ddpmpp_deep_continuous",
+    "ncsnpp-digits-tiny": dict(nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0),
+}
+UNET_PRESETS.update({name: {"model": "ncsnpp"} for name in NCSNPP_PRESETS})
+
+
+def _build_ncsnpp(preset, sample_size, in_channels, timestep_type):
+    from ..models.conversion import model_config, resolve_config
+
+    architecture = NCSNPP_PRESETS[preset]
+    if isinstance(architecture, str):
+        architecture = model_config(resolve_config(architecture)[0])
+    # The time input decides the embedding, as for UNet2DModel: sigma gets Fourier features of log sigma and the
+    # output divided by sigma (NCSN++, a score network); an index gets the positional embedding (DDPM++).
+    fourier = timestep_type == "sigma"
+    config = dict(architecture, sample_size=sample_size, in_channels=in_channels, centered=True,
+                  embedding_type="fourier" if fourier else "positional", scale_by_sigma=fourier, sigma_input=False)
+    return NCSNppModel(**config)
+
 
 def build_unet(preset, sample_size, in_channels, timestep_type="discrete"):
-    """A fresh ``UNet2DModel`` from a named preset.
+    """A fresh ``UNet2DModel`` (or ``NCSNppModel``, for a name in ``NCSNPP_PRESETS``) from a named preset.
 
     Args:
         preset (`str`): one of ``UNET_PRESETS``.
@@ -42,6 +68,10 @@ def build_unet(preset, sample_size, in_channels, timestep_type="discrete"):
     """
     if preset not in UNET_PRESETS:
         raise ValueError(f"--model-preset must be one of {tuple(UNET_PRESETS)}, got {preset!r}.")
+    if preset in NCSNPP_PRESETS:
+        if not isinstance(sample_size, int):
+            raise ValueError(f"--model-preset {preset!r} (NCSNppModel) needs square images, got {sample_size}.")
+        return _build_ncsnpp(preset, sample_size, in_channels, timestep_type)
     config = dict(UNET_PRESETS[preset])
     size = sample_size if isinstance(sample_size, int) else min(sample_size)
     downsamplings = len(config["block_out_channels"]) - 1
