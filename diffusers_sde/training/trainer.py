@@ -161,6 +161,10 @@ class TrainingConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be {allowed}, got {getattr(self, name)!r}.")
         if self.importance_sampling and self.weighting != "likelihood":
             raise ValueError("--importance-sampling needs --weighting likelihood, got --weighting std.")
+        if self.loss == "discrete" and self.sde_type == "vp" and self.timestep_type not in (None, "ddpm"):
+            raise ValueError(f"--loss discrete with --sde-type vp trains on DDPM's discrete kernel, which only"
+                             f" --timestep-type ddpm (the default here) samples with; got --timestep-type"
+                             f" {self.timestep_type}.")
 
     def resolved(self, name):
         """A field's value, with its default when unset (None): the SDE's paper parameterization and EMA decay, the
@@ -172,6 +176,8 @@ class TrainingConfig:
             return PRESET_OPTIMIZERS.get(self.model_preset, PAPER_OPTIMIZER)[name]
         if name == "ema_decay":
             return EMA_DECAYS[self.sde_type]
+        if name == "timestep_type" and self.loss == "discrete" and self.sde_type == "vp":
+            return "ddpm"  # DDPM's loss trains on its discrete kernel: the saved model must be sampled with it
         return PARAMETERIZATION_DEFAULTS[self.sde_type].get(name)
 
     def warn_about_settings(self):

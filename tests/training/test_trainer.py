@@ -301,3 +301,18 @@ def test_nan_loss_without_a_checkpoint_says_to_start_again(tmp_path, monkeypatch
     assert "--resume" not in str(error.value)
     assert str(error.value).endswith("at step 1; stopped without saving. No checkpoint was saved before it: start"
                                      " again, with a lower --learning-rate.")
+
+
+def test_discrete_vp_loss_saves_the_ddpm_kernel_it_trained_on(tmp_path):
+    pipeline = train(_config(tmp_path / "vp", loss="discrete", max_steps=2, checkpointing_steps=0))
+    scheduler = pipeline.scheduler
+    assert scheduler.config.timestep_type == "ddpm"
+    # The saved model's kernel is the one the loss drew x_i from (DDPM's alphas_cumprod at the integer levels).
+    from diffusers_sde.training.losses import discrete_noise_levels
+
+    t, a, s = discrete_noise_levels(scheduler.sde, scheduler.config.num_train_timesteps)
+    kernel_a, kernel_s = scheduler.parameterization.marginal(t)
+    torch.testing.assert_close(kernel_a, a)
+    torch.testing.assert_close(kernel_s, s)
+    with pytest.raises(ValueError, match="--loss discrete with --sde-type vp trains on DDPM's discrete kernel"):
+        train(_config(tmp_path / "bad", loss="discrete", timestep_type="discrete"))
