@@ -4,7 +4,8 @@
 from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin  # noqa: F401
 
 from ._registration import register as _register
-from .gaussian_mixture import GaussianMixture, GaussianMixtureModel
+from .gaussian_mixture import ConditionalGaussianMixtureModel, GaussianMixture, GaussianMixtureClassifier, GaussianMixtureModel
+from .guidance import NoiseConditionalClassifier, NoiseConditionalClassifierOutput
 from .parameterization import PREDICTION_TYPES, TIMESTEP_TYPES, Parameterization, score_function
 from .pipelines import SAMPLERS, ScoreSDEPipeline, ScoreSDEPipelineOutput
 from .pipelines import ScoreSDEEncodeOutput, ScoreSDELikelihoodOutput, slerp
@@ -37,7 +38,8 @@ _register([ScoreSDEPipeline])
 __all__ = [
     "CORRECTORS", "INTEGRATORS", "LANGEVIN_NORMS", "PREDICTORS", "PREDICTION_TYPES", "SAMPLERS", "SDE_TYPES",
     "TIMESTEP_TYPES", "NoiseLevel",
-    "GaussianMixture", "GaussianMixtureModel", "Parameterization",
+    "GaussianMixture", "GaussianMixtureModel", "ConditionalGaussianMixtureModel", "GaussianMixtureClassifier", "Parameterization",
+    "NoiseConditionalClassifier", "NoiseConditionalClassifierOutput",
     "PredictorCorrectorScheduler", "ProbabilityFlowScheduler", "ExponentialIntegratorScheduler", "EDMHeunScheduler",
     "SOLVER_ORDERS", "TIMESTEP_SPACINGS", "ScoreSDESchedulerMixin", "ScoreSDESchedulerOutput",
     "ScoreSDEPipeline", "ScoreSDEPipelineOutput",

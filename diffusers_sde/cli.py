@@ -404,9 +404,11 @@ def build_parser():
     _add_sample_parser(commands)
     _add_likelihood_parser(commands)
 
+    from .guidance.training import add_train_classifier_parser
     from .training.command import add_train_parser
 
     add_train_parser(commands)
+    add_train_classifier_parser(commands)
     return parser
 
 
