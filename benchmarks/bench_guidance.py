@@ -1,6 +1,6 @@
 """Class guidance on the digits: does the judge recognise the requested class, and how close is each class to the real one?
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_guidance.py [--per-class 100] [--steps 20] [--quick]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_guidance.py [--per-class 100] [--steps 20] [--quick] [--grid-dir D]
 
 Two guided models, both embedded and trained by our commands (docs/controllable.md):
 - classifier guidance: the embedded unconditional `digits-vp` model with the `digits-vp-classifier` noise-conditional
@@ -16,12 +16,14 @@ Prints a markdown table (the one in docs/controllable.md).
 """
 
 import argparse
+import os
 import time
 
 import numpy as np
 import torch
 
 from diffusers_sde import ExponentialIntegratorScheduler, NoiseConditionalClassifier, ScoreSDEPipeline
+from diffusers_sde.image_grid import save_image_grid
 from diffusers_sde.evaluation import NUM_CLASSES, DigitsQuality, frechet_distance
 from diffusers_sde.pretrained_models import pretrained_model_path
 from diffusers_sde.training.data import DIGITS_GREY_LEVELS, digits_split
@@ -70,6 +72,8 @@ def main():
     parser.add_argument("--classifier-scales", default="0,1,2,4", help="classifier guidance scales")
     parser.add_argument("--cfg-scales", default="1,2,3", help="classifier-free guidance scales")
     parser.add_argument("--quick", action="store_true", help="30 samples per class")
+    parser.add_argument("--grid-dir", dest="grid_dir",
+                        help="also write a 10 x 10 grid per model and scale (row k: the first 10 samples of class k)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     per_class = 30 if args.quick else args.per_class
@@ -96,6 +100,11 @@ def main():
             images, nfe = _sample(pipe, labels, scale, args.steps, args.seed)
             result = judge.evaluate(images, labels)
             _row(name, f"{scale:g}", result, nfe, time.perf_counter() - start)
+            if args.grid_dir:
+                first_ten = np.concatenate([images[labels == k][:10] for k in range(NUM_CLASSES)])
+                kind = "classifier" if pipe is guided else "cfg"
+                save_image_grid(pipe.numpy_to_pil(first_ten[..., None]),
+                                os.path.join(args.grid_dir, f"guidance_{kind}_scale{scale:g}.png"))
             print("  per-class Frechet: " + " ".join(f"{k}:{d:.2f}" for k, d in enumerate(result["frechet_per_class"])))
 
 
