@@ -16,8 +16,9 @@ def _config(tmp_path, **overrides):
 
 
 def test_trains_a_class_conditional_unet_with_an_unconditional_label(tmp_path):
-    pipe = train(_config(tmp_path, num_classes=10))
+    pipe = train(_config(tmp_path, num_classes=10, sample_every=2, num_samples=4))
     assert pipe.unet.config.num_class_embeds == 11  # classes 0..9 and the unconditional label 10
+    assert (tmp_path / "out" / "samples" / "step-2.png").exists()  # the training grid samples unconditionally
     pipe.set_progress_bar_config(disable=True)
     images = pipe(batch_size=2, num_inference_steps=2, class_labels=[3, 7], guidance_scale=2.0, output_type="np").images
     assert images.shape == (2, 8, 8, 1)
