@@ -20,9 +20,10 @@ from diffusers_sde import (
 )
 
 SDE_TYPES = ("ve", "vp", "subvp")
-SCHEDULERS = {  # two scheduler families, at step counts where the unguided mixture is reproduced within 5%
+SCHEDULERS = {  # three scheduler families, at step counts where the unguided mixture is reproduced within 5%
     "exponential_integrator": (ExponentialIntegratorScheduler, 30),
     "edm_heun": (EDMHeunScheduler, 61),
+    "predictor_corrector": (PredictorCorrectorScheduler, 200),  # the paper's per-SDE predictor and corrector
 }
 
 
