@@ -66,7 +66,11 @@ def check_class_labels(class_labels, batch_size, num_classes, owner):
         num_classes (`int` or `None`): labels must lie in 0..num_classes-1 (None: only >= 0 is checked here).
         owner (`str`): what fixes ``num_classes``, for the error message.
     """
-    labels = torch.as_tensor(class_labels)
+    try:
+        labels = torch.as_tensor(class_labels)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"class_labels must be an int or a 1-D sequence of ints (one per sample), got"
+                         f" {class_labels!r}.") from None
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool or labels.dim() > 1:
         raise ValueError(f"class_labels must be an int or a 1-D sequence of ints (one per sample), got {class_labels!r}.")
     labels = labels.to(torch.int64).reshape(-1)

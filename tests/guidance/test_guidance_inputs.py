@@ -61,6 +61,7 @@ class _TwoClassLogits(ModelMixin, ConfigMixin):
         ("free", dict(class_labels=-1), r"class_labels must be in 0..2 .*got \[-1\]"),
         ("free", dict(class_labels=[0, 1]), "class_labels has 2 labels but batch_size is 3"),
         ("classifier", dict(class_labels=torch.tensor([0.0, 1.0, 2.0])), "class_labels must be an int or a 1-D sequence"),
+        ("free", dict(class_labels="three"), "class_labels must be an int or a 1-D sequence of ints"),
         ("plain", dict(guidance_scale=3.0), r"guidance_scale=3 was given, but this pipeline has neither a classifier"),
         ("plain", dict(class_labels=1), "class_labels was given, but this pipeline has neither a classifier"),
         ("free", dict(guidance_scale=2.0), "guidance_scale=2 needs class_labels"),
