@@ -5,7 +5,7 @@ from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin  # noqa: F40
 
 from ._registration import register as _register
 from .gaussian_mixture import ConditionalGaussianMixtureModel, GaussianMixture, GaussianMixtureClassifier, GaussianMixtureModel
-from .guidance import NoiseConditionalClassifier, NoiseConditionalClassifierOutput
+from .guidance import ClassifierTrainingConfig, NoiseConditionalClassifier, NoiseConditionalClassifierOutput, train_classifier
 from .parameterization import PREDICTION_TYPES, TIMESTEP_TYPES, Parameterization, score_function
 from .pipelines import SAMPLERS, ScoreSDEPipeline, ScoreSDEPipelineOutput
 from .pipelines import ScoreSDEEncodeOutput, ScoreSDELikelihoodOutput, slerp
@@ -39,7 +39,7 @@ __all__ = [
     "CORRECTORS", "INTEGRATORS", "LANGEVIN_NORMS", "PREDICTORS", "PREDICTION_TYPES", "SAMPLERS", "SDE_TYPES",
     "TIMESTEP_TYPES", "NoiseLevel",
     "GaussianMixture", "GaussianMixtureModel", "ConditionalGaussianMixtureModel", "GaussianMixtureClassifier", "Parameterization",
-    "NoiseConditionalClassifier", "NoiseConditionalClassifierOutput",
+    "NoiseConditionalClassifier", "NoiseConditionalClassifierOutput", "ClassifierTrainingConfig", "train_classifier",
     "PredictorCorrectorScheduler", "ProbabilityFlowScheduler", "ExponentialIntegratorScheduler", "EDMHeunScheduler",
     "SOLVER_ORDERS", "TIMESTEP_SPACINGS", "ScoreSDESchedulerMixin", "ScoreSDESchedulerOutput",
     "ScoreSDEPipeline", "ScoreSDEPipelineOutput",

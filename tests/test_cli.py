@@ -217,3 +217,14 @@ def test_bad_guidance_arguments_name_the_flag(tmp_path, argv, message):
     with pytest.raises(SystemExit) as error:
         main(["sample", "--out", str(tmp_path / "x.png"), "--quiet", *argv])
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max-steps", "0"], "error: --max-steps must be an integer >= 1, got 0."),
+    (["--block-out-channels", "8,x"], "error: --block-out-channels must be comma-separated positive integers, got '8,x'."),
+    (["--model", "no/such-folder"], "error: --model 'no/such-folder' is not a score model's pipeline folder"),
+])
+def test_bad_train_classifier_arguments_name_the_flag(tmp_path, argv, message):
+    with pytest.raises(SystemExit) as error:
+        main(["train-classifier", "--output-dir", str(tmp_path / "clf"), *argv])
+    assert message in str(error.value)

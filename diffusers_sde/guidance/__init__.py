@@ -2,8 +2,9 @@
 
 from .classifier import NoiseConditionalClassifier, NoiseConditionalClassifierOutput
 from .guidance import ClassifierFreeGuidance, Guidance, class_label_gradient, check_class_labels, resolve_guidance
+from .training import ClassifierTrainingConfig, train_classifier
 
 __all__ = [
     "NoiseConditionalClassifier", "NoiseConditionalClassifierOutput", "ClassifierFreeGuidance", "Guidance",
-    "class_label_gradient", "check_class_labels", "resolve_guidance",
+    "class_label_gradient", "check_class_labels", "resolve_guidance", "ClassifierTrainingConfig", "train_classifier",
 ]

@@ -51,21 +51,22 @@ class ClassifierTrainingConfig:
     log_every: int = 500
 
     def validate(self):
-        check_integer("max_steps", self.max_steps, minimum=1)
-        check_integer("batch_size", self.batch_size, minimum=1)
-        check_integer("warmup_steps", self.warmup_steps, minimum=0)
-        check_integer("log_every", self.log_every, minimum=0)
-        check_number("learning_rate", self.learning_rate, minimum=0)
-        check_number("eps", self.eps, minimum=0, maximum=1 - 1e-9)
-        channels = self.channels()
-        if not channels or any(value < 1 for value in channels):
-            raise ValueError(f"block_out_channels must be comma-separated positive integers, got {self.block_out_channels!r}.")
+        # Named by their command-line flags, as TrainingConfig does: the options arrive from there.
+        check_integer("--max-steps", self.max_steps, minimum=1)
+        check_integer("--batch-size", self.batch_size, minimum=1)
+        check_integer("--warmup-steps", self.warmup_steps, minimum=0)
+        check_integer("--log-every", self.log_every, minimum=0)
+        check_number("--learning-rate", self.learning_rate, minimum=0)
+        check_number("--eps", self.eps, minimum=0, maximum=1 - 1e-9)
+        if any(value < 1 for value in self.channels()):
+            raise ValueError(f"--block-out-channels must be comma-separated positive integers, got"
+                             f" {self.block_out_channels!r}.")
 
     def channels(self):
         try:
             return tuple(int(part) for part in self.block_out_channels.split(","))
         except ValueError:
-            raise ValueError(f"block_out_channels must be comma-separated positive integers, got"
+            raise ValueError(f"--block-out-channels must be comma-separated positive integers, got"
                              f" {self.block_out_channels!r}.") from None
 
 
