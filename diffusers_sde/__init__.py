@@ -4,7 +4,8 @@
 from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin  # noqa: F401
 
 from ._registration import register as _register
-from .gaussian_mixture import GaussianMixture, GaussianMixtureModel
+from .gaussian_mixture import ConditionalGaussianMixtureModel, GaussianMixture, GaussianMixtureClassifier, GaussianMixtureModel
+from .guidance import ClassifierTrainingConfig, NoiseConditionalClassifier, NoiseConditionalClassifierOutput, train_classifier
 from .models import NCSNppModel, NCSNppOutput
 from .parameterization import PREDICTION_TYPES, TIMESTEP_TYPES, Parameterization, score_function
 from .pipelines import SAMPLERS, ScoreSDEPipeline, ScoreSDEPipelineOutput
@@ -42,7 +43,9 @@ _register([ScoreSDEPipeline, ScoreSDEInverseProblemPipeline, ScoreSDEInpaintPipe
 __all__ = [
     "CORRECTORS", "INTEGRATORS", "LANGEVIN_NORMS", "PREDICTORS", "PREDICTION_TYPES", "SAMPLERS", "SDE_TYPES",
     "TIMESTEP_TYPES", "NoiseLevel",
-    "GaussianMixture", "GaussianMixtureModel", "Parameterization", "NCSNppModel", "NCSNppOutput",
+    "GaussianMixture", "GaussianMixtureModel", "ConditionalGaussianMixtureModel", "GaussianMixtureClassifier", "Parameterization",
+    "NoiseConditionalClassifier", "NoiseConditionalClassifierOutput", "ClassifierTrainingConfig", "train_classifier",
+    "NCSNppModel", "NCSNppOutput",
     "PredictorCorrectorScheduler", "ProbabilityFlowScheduler", "ExponentialIntegratorScheduler", "EDMHeunScheduler",
     "SOLVER_ORDERS", "TIMESTEP_SPACINGS", "ScoreSDESchedulerMixin", "ScoreSDESchedulerOutput",
     "ScoreSDEPipeline", "ScoreSDEPipelineOutput", "ScoreSDEInverseProblemPipeline", "ScoreSDEInpaintPipeline",

@@ -7,10 +7,11 @@ import time
 
 import torch
 
+from .guidance.guidance import resolve_guidance
 from .image_grid import image_format, save_image_grid
 from .pipelines import ScoreSDEPipeline
 from .pipelines.image_processing import sample_shape as _sample_shape
-from .pretrained_models import PRETRAINED_MODELS, pretrained_model_path
+from .pretrained_models import PRETRAINED_CLASSIFIERS, PRETRAINED_MODELS, pretrained_model_path
 from .schedulers import (
     CORRECTORS,
     PREDICTORS,
@@ -66,7 +67,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 # Python argument -> the flag that sets it, for errors raised past the CLI's own checks (by a scheduler or the pipeline).
 PYTHON_ARGUMENT_FLAGS = {"num_inference_steps": "--steps", "batch_size": "--batch-size", "corrector_steps": "--corrector-steps",
                          "predictor": "--predictor", "corrector": "--corrector", "snr": "--snr", "integrator": "--integrator",
-                         "method": "--method", "rtol": "--rtol", "atol": "--atol"}
+                         "method": "--method", "rtol": "--rtol", "atol": "--atol", "class_labels": "--class-label",
+                         "guidance_scale": "--guidance-scale"}
 
 
 def _with_flags(message):
@@ -75,7 +77,7 @@ def _with_flags(message):
 
     for name, flag in PYTHON_ARGUMENT_FLAGS.items():
         message = re.sub(rf"\b{name}=", f"{flag} ", message)
-        message = re.sub(rf"(^|[\s(,]){name}(?= must| and| or|,)", rf"\g<1>{flag}", message)
+        message = re.sub(rf"(^|[\s(,]){name}(?= must| and| or| was| has|,)", rf"\g<1>{flag}", message)
     return message
 
 
@@ -121,14 +123,30 @@ def _silence_progress_bars():
     huggingface_hub.utils.disable_progress_bars()
 
 
-def _load_pipeline(model, device):
+def _load_pipeline(model, device, classifier=None):
     try:
         pipe = ScoreSDEPipeline.from_pretrained(_resolve_model(model))
     except (OSError, ValueError, EnvironmentError) as error:
         raise SystemExit(
             f"--model {model!r} could not be loaded: {error} (pass a model folder, a Hub repo id or one of the embedded"
             f" models {', '.join(PRETRAINED_MODELS)})") from error
+    if classifier is not None:
+        pipe.register_modules(classifier=_load_classifier(classifier))
     return pipe.to(device)
+
+
+def _load_classifier(classifier):
+    """--classifier: a classifier folder, a folder holding classifier/ (train-classifier's output), or an embedded name."""
+    from .guidance import NoiseConditionalClassifier
+
+    path = pretrained_model_path(classifier) if classifier in PRETRAINED_CLASSIFIERS and not os.path.exists(
+        classifier) else classifier
+    subfolder = "classifier" if os.path.isdir(os.path.join(path, "classifier")) else None
+    try:
+        return NoiseConditionalClassifier.from_pretrained(path, subfolder=subfolder)
+    except (OSError, ValueError, EnvironmentError) as error:
+        raise SystemExit(f"--classifier {classifier!r} could not be loaded: {error} (pass the --output-dir of"
+                         f" train-classifier, a classifier folder, or one of {', '.join(PRETRAINED_CLASSIFIERS)})") from error
 
 
 # --- sample ------------------------------------------------------------------------------------------------------------
@@ -153,6 +171,9 @@ def _check_sample_arguments(args):
         raise SystemExit(f"--steps must be >= 1, got {args.steps}.")
     if args.batch_size < 1:
         raise SystemExit(f"--batch-size must be >= 1, got {args.batch_size}.")
+    if args.guidance_scale is not None and args.class_label is None:
+        raise SystemExit(f"--guidance-scale {args.guidance_scale} needs --class-label (the class to guide towards).")
+    _positive("--guidance-scale", args.guidance_scale, allow_zero=True)
     for flag in ("--snr", "--rtol", "--atol"):
         _positive(flag, getattr(args, SAMPLER_OPTIONS[flag][0]))
     _positive("--corrector-steps", args.corrector_steps, allow_zero=True)
@@ -183,11 +204,14 @@ def _sampler_arguments(args):
     return {"sampler": args.sampler, **{name: value for name, value in given.items() if value is not None}}
 
 
-def _report_digits_quality(pipe, images):
+def _report_digits_quality(pipe, images, class_label=None):
     """For a 1 x 8 x 8 model (the embedded digits model): Frechet distance and class coverage in a digits classifier.
 
     A report, never a failure: whatever goes wrong here, the samples are already written."""
     if _sample_shape(pipe.unet) != (1, 8, 8):
+        return
+    if class_label is not None:
+        _report_class_recognition(images, class_label)
         return
     if len(images) < MIN_QUALITY_SAMPLES:
         print(f"digits quality skipped: {len(images)} samples; it needs --batch-size >= {MIN_QUALITY_SAMPLES}, below"
@@ -212,11 +236,33 @@ def _report_digits_quality(pipe, images):
     )
 
 
+
+def _report_class_recognition(images, class_label):
+    """Guided digits: the share of samples the digits classifier recognises as the requested class (a report, as above;
+    the whole-data-set Frechet distance does not apply to one class: benchmarks/bench_guidance.py scores each class)."""
+    try:
+        from .evaluation import DigitsQuality
+
+        shares = DigitsQuality().evaluate(images[..., 0])["class_shares"]
+    except Exception as error:  # noqa: BLE001 - the report is optional, the run has succeeded
+        print(f"class recognition not computed ({type(error).__name__}: {error}); the samples are written.")
+        return
+    print(f"class {class_label}: a digits classifier fit on held-out digits recognises {shares[class_label]:.1%} of the"
+          f" {len(images)} samples as the requested class")
+
+
 def sample(args):
     _check_sample_arguments(args)
     if args.quiet:
         _silence_progress_bars()
-    pipe = _load_pipeline(args.model, args.device)
+    pipe = _load_pipeline(args.model, args.device, args.classifier)
+    guidance = {} if args.class_label is None else {"class_labels": args.class_label,
+                                                    "guidance_scale": 1.0 if args.guidance_scale is None else args.guidance_scale}
+    try:
+        resolve_guidance(pipe.unet, pipe.classifier, batch_size=args.batch_size, **{"class_labels": None,
+                                                                                  "guidance_scale": 1.0, **guidance})
+    except ValueError as error:
+        raise SystemExit(f"--model {args.model}: {_with_flags(str(error))}") from None
     try:
         pipe.scheduler = _build_scheduler(pipe, args)
     except ValueError as error:
@@ -230,14 +276,14 @@ def sample(args):
     start = time.perf_counter()
     try:  # num_inference_steps=None: the sampler's own default step count.
         output = pipe(batch_size=args.batch_size, num_inference_steps=args.steps, generator=generator,
-                      output_type="np", **_sampler_arguments(args))
+                      output_type="np", **_sampler_arguments(args), **guidance)
     except ValueError as error:
         raise SystemExit(f"--sampler {args.sampler}: {_with_flags(str(error))}") from None
     seconds = time.perf_counter() - start
     save_image_grid(pipe.numpy_to_pil(output.images), args.out)
     print(f"wrote {args.out}: {args.batch_size} samples, sampler={args.sampler}, NFE={output.nfe}, wall time {seconds:.2f} s")
     if not args.no_quality:
-        _report_digits_quality(pipe, output.images)
+        _report_digits_quality(pipe, output.images, args.class_label)
     return output
 
 
@@ -363,6 +409,15 @@ def _add_sample_parser(commands):
                    help=f"(torchsde: {', '.join(METHODS['torchsde'])}; adaptive_ode: {', '.join(ODE_METHODS)})")
     p.add_argument("--rtol", type=float, help="(torchsde, gotta_go_fast, adaptive_ode) relative tolerance")
     p.add_argument("--atol", type=float, help="(torchsde, gotta_go_fast, adaptive_ode) absolute tolerance")
+    p.add_argument("--class-label", dest="class_label", type=int,
+                   help="class of every sample: needs a class-conditional model (classifier-free guidance, e.g."
+                        " digits-vp-cfg) or --classifier")
+    p.add_argument("--guidance-scale", dest="guidance_scale", type=float,
+                   help="with --class-label: classifier guidance weight (score + W grad log p_t(y | x)) or classifier-free"
+                        " guidance scale (uncond + W (cond - uncond)); default 1")
+    p.add_argument("--classifier",
+                   help="noise-conditional classifier for classifier guidance: train-classifier's --output-dir, a"
+                        f" classifier folder, or {', '.join(PRETRAINED_CLASSIFIERS)} (for digits-vp)")
     p.add_argument("--seed", type=int, default=0,
                    help="sample i is drawn with seed + i (torchsde: one generator, seed, for the batch)")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=16, help="number of samples")
@@ -405,12 +460,14 @@ def build_parser():
     _add_likelihood_parser(commands)
 
     from .conditional_commands import add_conditional_parsers
+    from .guidance.training import add_train_classifier_parser
     from .training.command import add_train_parser
     from .models.conversion import add_convert_parser
 
     add_train_parser(commands)
     add_conditional_parsers(commands)
     add_convert_parser(commands)
+    add_train_classifier_parser(commands)
     return parser
 
 

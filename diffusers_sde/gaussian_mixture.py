@@ -3,7 +3,10 @@
 p_0 = sum_k w_k N(mu_k, diag(v_k)) stays a mixture under the kernel x_t = a x_0 + s z:
 p_t = sum_k w_k N(a mu_k, a^2 v_k + s^2). Its score, log-density and exact samples are closed-form, which makes it the
 reference every sampler, likelihood and loss of this package is tested and benchmarked against.
-:class:`GaussianMixtureModel` wraps the exact score as a diffusers ``ModelMixin`` fed exactly what a UNet is fed.
+:class:`GaussianMixtureModel` wraps the exact score as a diffusers ``ModelMixin`` fed exactly what a UNet is fed;
+for class guidance, with the components as classes, :class:`ConditionalGaussianMixtureModel` is the exact
+class-conditional network (classifier-free guidance) and :class:`GaussianMixtureClassifier` the exact noise-conditional
+classifier, log p_t(k | x).
 """
 
 import math
@@ -56,6 +59,18 @@ class GaussianMixture:
         """log p_t(x) for flattened x of shape (B, D) at kernel coefficients (a, s) (default: the data)."""
         x = x.to(torch.float64)
         return torch.logsumexp(self._component_log_probs(x, a, s)[0], dim=1)
+
+    def component_log_posterior(self, x, a=1.0, s=0.0):
+        """log p_t(k | x), shape (B, K): the exact noise-conditional classifier of the components (float64)."""
+        return torch.log_softmax(self._component_log_probs(x.to(torch.float64), a, s)[0], dim=1)
+
+    def component_score(self, x, labels, a=1.0, s=0.0):
+        """grad_x log N(x; a mu_k, a^2 v_k + s^2) of each sample's component k = ``labels`` (B,), shape (B, D)."""
+        means, variances = self._perturbed(a, s)
+        labels = labels.to(means.device)
+        means = means.expand(len(labels), -1, -1)[torch.arange(len(labels)), labels]
+        variances = variances.expand(len(labels), -1, -1)[torch.arange(len(labels)), labels]
+        return -(x.to(torch.float64) - means) / variances
 
     def score(self, x, a=1.0, s=0.0):
         """grad_x log p_t(x), shape (B, D), computed in float64."""
@@ -139,13 +154,59 @@ class GaussianMixtureModel(ModelMixin, ConfigMixin):
     def mixture(self):
         return GaussianMixture(self.weights, self.means, self.variances)
 
-    def forward(self, sample, timestep, return_dict=True):
+    def _kernel(self, sample, timestep):
+        """The flattened sample in float64 and the kernel coefficients (a, s) at the network time ``timestep``."""
         t = self.parameterization.time_from_model_time(torch.as_tensor(timestep, dtype=torch.float64))
-        a, s = self.parameterization.marginal(t.reshape(-1, 1))
-        x = sample.flatten(1).to(torch.float64)
-        score = self.mixture.score(x, a, s)
+        a, s = self.parameterization.marginal(t.reshape(-1, 1))  # the kernel its parameterization names
+        return sample.flatten(1).to(torch.float64), a, s
+
+    def _output(self, score, x, a, s, sample, return_dict):
         output = self.parameterization.output_from_score(score, x, a, s).view_as(sample).to(sample.dtype)
         return UNet2DOutput(sample=output) if return_dict else (output,)
+
+    def forward(self, sample, timestep, return_dict=True):
+        x, a, s = self._kernel(sample, timestep)
+        return self._output(self.mixture.score(x, a, s), x, a, s, sample, return_dict)
+
+
+class ConditionalGaussianMixtureModel(GaussianMixtureModel):
+    """The exact class-conditional network of a mixture whose components are the classes, in the classifier-free
+    guidance convention: ``num_class_embeds = K + 1`` (in its config, as a ``UNet2DModel`` has it); label k < K gives
+    the score of component k alone, label K (the unconditional one) the mixture's score.
+
+    Args: as :class:`GaussianMixtureModel`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_to_config(num_class_embeds=self.config.num_components + 1, class_embed_type=None)
+
+    def forward(self, sample, timestep, class_labels=None, return_dict=True):
+        if class_labels is None:
+            raise ValueError("class_labels should be provided when doing class conditioning")  # as UNet2DModel says
+        x, a, s = self._kernel(sample, timestep)
+        labels = torch.as_tensor(class_labels, device=sample.device).reshape(-1).expand(sample.shape[0])
+        unconditional = labels == self.config.num_components
+        component = self.mixture.component_score(x, labels.clamp(max=self.config.num_components - 1), a, s)
+        score = torch.where(unconditional[:, None], self.mixture.score(x, a, s), component)
+        return self._output(score, x, a, s, sample, return_dict)
+
+
+class GaussianMixtureClassifier(GaussianMixtureModel):
+    """The exact noise-conditional classifier of a mixture's components, fed exactly what the score network is fed:
+    its logits are log p_t(k | x) (a ``UNet2DOutput``-free tensor output, as classifier guidance takes it).
+
+    Args: as :class:`GaussianMixtureModel`; ``num_classes`` in its config is K.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_to_config(num_classes=self.config.num_components)
+
+    def forward(self, sample, timestep, return_dict=True):
+        x, a, s = self._kernel(sample, timestep)
+        logits = self.mixture.component_log_posterior(x, a, s)
+        return logits if return_dict else (logits,)
 
 
 class GaussianMixturePosterior:

@@ -30,7 +30,10 @@ _HELP = {
     "prediction_type": "what the network predicts (default: the SDE's paper choice, epsilon for VP / sub-VP, score for VE)",
     "timestep_type": "what the network is fed as time (default: discrete for VP / sub-VP, sigma for VE)",
     "data_centered": "true: data in [-1, 1]; false: [0, 1] (default: true for VP / sub-VP, false for VE)",
-    "model_preset": "UNet2DModel size (digits-tiny: 8x8 images on a CPU)",
+    "model_preset": "UNet2DModel size (digits-tiny: 8x8 images on a CPU; digits-mini: the same at half the width)",
+    "num_classes": "K: a class-conditional network for classifier-free guidance (labelled data: digits, or"
+                   " imagefolder:<path> with class subfolders); label K is the unconditional one",
+    "label_dropout": "with --num-classes: probability of replacing a label by the unconditional one (default: 0.1)",
     "loss": "continuous (Eq. 7) or discrete (SMLD for VE, DDPM for VP)",
     "weighting": "lambda(t) of the continuous loss: std (s(t)^2) or likelihood (g(t)^2)",
     "importance_sampling": "with --weighting likelihood: draw t uniformly in the log noise-to-signal ratio",

@@ -14,6 +14,16 @@ UNET_PRESETS = {
         norm_num_groups=8,
         attention_head_dim=32,
     ),
+    # ~0.18 M parameters (0.7 MB): the same network at half the width, small enough to ship in the package
+    # (the classifier-free guidance digits model, docs/controllable.md).
+    "digits-mini": dict(
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=8,
+        attention_head_dim=16,
+    ),
     # 32x32 images on one GPU.
     "small": dict(
         block_out_channels=(64, 128, 128),
@@ -57,7 +67,7 @@ def _build_ncsnpp(preset, sample_size, in_channels, timestep_type):
     return NCSNppModel(**config)
 
 
-def build_unet(preset, sample_size, in_channels, timestep_type="discrete"):
+def build_unet(preset, sample_size, in_channels, timestep_type="discrete", num_classes=None):
     """A fresh ``UNet2DModel`` (or ``NCSNppModel``, for a name in ``NCSNPP_PRESETS``) from a named preset.
 
     Args:
@@ -65,10 +75,15 @@ def build_unet(preset, sample_size, in_channels, timestep_type="discrete"):
         sample_size (`int` or `tuple`), in_channels (`int`): the data's shape.
         timestep_type (`str`): ``"sigma"`` gets NCSN++'s Fourier embedding of log sigma (whose output is divided by
             sigma, i.e. a score network); the others get DDPM's positional embedding.
+        num_classes (`int`, *optional*): K classes make a class-conditional network for classifier-free guidance, with
+            ``num_class_embeds = K + 1``: the last label, K, is the unconditional one.
     """
     if preset not in UNET_PRESETS:
         raise ValueError(f"--model-preset must be one of {tuple(UNET_PRESETS)}, got {preset!r}.")
     if preset in NCSNPP_PRESETS:
+        if num_classes is not None:
+            raise ValueError(f"--num-classes needs a UNet2DModel preset; --model-preset {preset!r} (NCSNppModel) has no"
+                             " class embedding.")
         if not isinstance(sample_size, int):
             raise ValueError(f"--model-preset {preset!r} (NCSNppModel) needs square images, got {sample_size}.")
         return _build_ncsnpp(preset, sample_size, in_channels, timestep_type)
@@ -81,5 +96,6 @@ def build_unet(preset, sample_size, in_channels, timestep_type="discrete"):
             f" {2**downsamplings}; got {sample_size}."
         )
     time_embedding = "fourier" if timestep_type == "sigma" else "positional"
+    num_class_embeds = None if num_classes is None else num_classes + 1
     return UNet2DModel(sample_size=sample_size, in_channels=in_channels, out_channels=in_channels,
-                       time_embedding_type=time_embedding, **config)
+                       time_embedding_type=time_embedding, num_class_embeds=num_class_embeds, **config)

@@ -32,10 +32,13 @@ MIXED_PRECISIONS = ("no", "fp16", "bf16")
 # Adam's learning rate and linear warm-up. The paper's 2e-4 over 5000 warm-up steps suits CIFAR-10-size networks trained
 # for 10^5+ steps; digits-tiny learns the digits in 2000 steps at 1e-3 after 100 (the embedded model, docs/training.md).
 PAPER_OPTIMIZER = dict(learning_rate=2e-4, warmup_steps=5000)
-PRESET_OPTIMIZERS = {"digits-tiny": dict(learning_rate=1e-3, warmup_steps=100)}
+PRESET_OPTIMIZERS = {"digits-tiny": dict(learning_rate=1e-3, warmup_steps=100),
+                     "digits-mini": dict(learning_rate=1e-3, warmup_steps=100)}
+# Share of labels replaced by the unconditional one when --label-dropout is unset (Ho & Salimans 2021 use 0.1-0.2).
+DEFAULT_LABEL_DROPOUT = 0.1
 # What the network computes: a checkpoint can only resume with the same values (and data of the same shape).
 MODEL_FIELDS = ("sde_type", "sigma_min", "sigma_max", "beta_min", "beta_max", "num_train_timesteps", "prediction_type",
-                "timestep_type", "data_centered", "model_preset")
+                "timestep_type", "data_centered", "model_preset", "num_classes")
 SDE_PARAMETERS = {"ve": ("sigma_min", "sigma_max"), "vp": ("beta_min", "beta_max"), "subvp": ("beta_min", "beta_max")}
 
 
@@ -74,6 +77,10 @@ class TrainingConfig:
         sde_type (`str`): ``"ve"``, ``"vp"`` or ``"subvp"``; sigma_min, sigma_max, beta_min, beta_max: its parameters.
         prediction_type, timestep_type, data_centered: the parameterization; ``None`` takes the SDE's paper default.
         model_preset (`str`): a name in ``UNET_PRESETS``.
+        num_classes (`int`, *optional*): K: train a class-conditional network for classifier-free guidance
+            (``num_class_embeds = K + 1``, the last label, K, being the unconditional one) on labelled data.
+        label_dropout (`float`, *optional*): with ``num_classes``, the probability that a training label is replaced by
+            the unconditional label K, so one network learns both scores (default 0.1).
         loss (`str`): ``"continuous"`` (Eq. 7) or ``"discrete"`` (SMLD for VE, DDPM for VP, over
             ``num_train_timesteps`` levels; takes no weighting, importance sampling or eps).
         weighting (`str`), importance_sampling (`bool`), reduction (`str`), eps (`float`): the loss, see ``losses``.
@@ -107,6 +114,8 @@ class TrainingConfig:
     timestep_type: str = None
     data_centered: bool = None
     model_preset: str = "digits-tiny"
+    num_classes: int = None
+    label_dropout: float = None
     loss: str = "continuous"
     weighting: str = "std"
     importance_sampling: bool = False
@@ -154,11 +163,15 @@ class TrainingConfig:
             ("eps", 0 < self.eps < 1, "in (0, 1)"),
             ("ema_decay", self.ema_decay is None or 0 <= self.ema_decay < 1, "in [0, 1)"),
             ("sample_every", self.sample_every >= 0, ">= 0 (0 disables sample grids)"),
+            ("num_classes", self.num_classes is None or self.num_classes >= 1, "an integer >= 1 (or unset: unconditional)"),
+            ("label_dropout", self.label_dropout is None or 0 <= self.label_dropout < 1, "in [0, 1)"),
             ("num_samples", self.num_samples >= 1, "an integer >= 1"),
         ]
         for name, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"--{name.replace('_', '-')} must be {allowed}, got {getattr(self, name)!r}.")
+        if self.label_dropout is not None and self.num_classes is None:
+            raise ValueError(f"--label-dropout {self.label_dropout} needs --num-classes (a class-conditional model).")
         if self.importance_sampling and self.weighting != "likelihood":
             raise ValueError("--importance-sampling needs --weighting likelihood, got --weighting std.")
         if self.loss == "discrete" and self.sde_type == "vp" and self.timestep_type not in (None, "ddpm"):
@@ -178,6 +191,8 @@ class TrainingConfig:
             return EMA_DECAYS[self.sde_type]
         if name == "timestep_type" and self.loss == "discrete" and self.sde_type == "vp":
             return "ddpm"  # DDPM's loss trains on its discrete kernel: the saved model must be sampled with it
+        if name == "label_dropout":
+            return DEFAULT_LABEL_DROPOUT if self.num_classes is not None else None
         return PARAMETERIZATION_DEFAULTS[self.sde_type].get(name)
 
     def warn_about_settings(self):
@@ -367,7 +382,12 @@ def train(config):
     sde = make_sde(config.sde_type, config.sigma_min, config.sigma_max, config.beta_min, config.beta_max)
     parameterization = Parameterization(sde, prediction_type, timestep_type, config.num_train_timesteps)
 
-    data = load_dataset(config.data, data_centered)
+    labels = None
+    if config.num_classes is None:
+        data = load_dataset(config.data, data_centered)
+    else:
+        data, labels = load_dataset(config.data, data_centered, with_labels=True)
+        _check_labels(labels, config.num_classes, config.data)
     data_shape = list(data.shape[1:])
     changed = []
     if resume_path:
@@ -378,7 +398,7 @@ def train(config):
     learning_rate = config.resolved("learning_rate")
     torch.manual_seed(config.seed)  # network initialization
     unet = build_unet(config.model_preset, tuple(data.shape[2:]) if data.shape[2] != data.shape[3] else data.shape[2],
-                      data.shape[1], timestep_type)
+                      data.shape[1], timestep_type, num_classes=config.num_classes)
     optimizer = torch.optim.Adam(unet.parameters(), lr=learning_rate)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup(config.resolved("warmup_steps")))
     # The warm-up counts optimizer steps, whatever the number of processes: the schedule is stepped by hand.
@@ -407,6 +427,7 @@ def train(config):
     last_checkpoint = resume_path
 
     data = data.to(accelerator.device)
+    labels = labels.to(accelerator.device) if labels is not None else None
     unet.train()
     accumulation = config.gradient_accumulation_steps
     running, running_steps = 0.0, 0  # the losses summed since the last log line, and over how many steps
@@ -424,13 +445,16 @@ def train(config):
                     with accelerator.accumulate(unet):
                         # The flips come from the micro-batch's generator too, so resumption stays exact.
                         batch = random_horizontal_flip(data[indices], noise) if config.random_flip else data[indices]
+                        model = unet if labels is None else _conditioned(
+                            unet, _drop_labels(labels[indices], config.num_classes, config.resolved("label_dropout"),
+                                               noise))
                         with accelerator.autocast():
                             if config.loss == "discrete":
-                                loss = discrete_score_matching_loss(unet, batch, sde, parameterization,
+                                loss = discrete_score_matching_loss(model, batch, sde, parameterization,
                                                                     reduction=config.reduction, generator=noise)
                             else:
                                 loss = denoising_score_matching_loss(
-                                    unet, batch, sde, parameterization, weighting=config.weighting, eps=config.eps,
+                                    model, batch, sde, parameterization, weighting=config.weighting, eps=config.eps,
                                     reduction=config.reduction, importance_sampling=config.importance_sampling,
                                     generator=noise)
                         if not torch.isfinite(loss):
@@ -484,6 +508,25 @@ def train(config):
                                      f" repo {repo_id!r} failed: {reason}") from error
     accelerator.end_training()
     return pipeline
+
+
+def _check_labels(labels, num_classes, data):
+    """Every label of the data must be a class of the model: 0 <= label < num_classes."""
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"--num-classes {num_classes} allows labels 0..{num_classes - 1}, but --data {data!r} has labels"
+                         f" {int(labels.min())}..{int(labels.max())}; pass --num-classes {int(labels.max()) + 1}.")
+
+
+def _drop_labels(labels, num_classes, label_dropout, generator):
+    """Classifier-free guidance training (Ho & Salimans 2021, Alg. 1 line 3): each label becomes the unconditional
+    label ``num_classes`` with probability ``label_dropout``; drawn from the micro-batch's generator (exact resumption)."""
+    dropped = torch.rand(len(labels), generator=generator, device=generator.device) < label_dropout
+    return torch.where(dropped.to(labels.device), torch.full_like(labels, num_classes), labels)
+
+
+def _conditioned(unet, class_labels):
+    """The network as the losses call it, ``model(sample, timestep)``, fed the batch's class labels."""
+    return lambda sample, timestep: unet(sample, timestep, class_labels=class_labels)
 
 
 def _non_finite_loss_message(loss, step, last_checkpoint):
