@@ -18,7 +18,7 @@ _FLAGS = ("random_flip", "importance_sampling", "push_to_hub")  # store_true opt
 # One help line per option; "(default: ...)" is added from TrainingConfig where the default is a value.
 _HELP = {
     "output_dir": "where the final pipeline (EMA weights) is saved",
-    "data": "'digits' (embedded sklearn digits, train split), a folder of same-size images, a folder written by"
+    "data": "'digits' (embedded sklearn digits, train split), 'digits-tinted' (the same in random colours), a folder of same-size images, a folder written by"
             " datasets' save_to_disk, or imagefolder:<path> (the last two need `datasets`)",
     "random_flip": "mirror training images left-right with probability 1/2",
     "sde_type": "the SDE",

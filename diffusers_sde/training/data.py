@@ -54,6 +54,21 @@ def load_digits_dataset(data_centered=True, split="train", with_labels=False):
     return (images, torch.from_numpy(labels).to(torch.int64)) if with_labels else images
 
 
+def tint_digits(images, seed=0):
+    """Grey digits (N, H, W) in [0, 1] tinted with one random colour each: (N, 3, H, W), channel c = grey x colour_c,
+    colours uniform in [0.2, 1]^3 (a fixed generator: the same colours at every call). The colorization demo's data."""
+    generator = torch.Generator().manual_seed(seed)
+    colours = 0.2 + 0.8 * torch.rand(len(images), 3, 1, 1, generator=generator, dtype=torch.float64)
+    return torch.as_tensor(images, dtype=torch.float64)[:, None] * colours
+
+
+def load_tinted_digits_dataset(data_centered=True, split="train"):
+    """The sklearn digits tinted with random colours (:func:`tint_digits`), a (N, 3, 8, 8) float32 tensor in the
+    model's data range: ``--data digits-tinted``, for a colour model that ``diffusers-sde colorize`` can use."""
+    images, _ = digits_split(split)
+    return to_model_range(tint_digits(images / DIGITS_GREY_LEVELS).to(torch.float32), data_centered)
+
+
 def load_image_folder(path, data_centered=True):
     """Every image file directly in ``path`` as a (N, C, H, W) float32 tensor in the model's data range.
 
@@ -148,7 +163,8 @@ def random_horizontal_flip(images, generator=None):
 
 
 def load_dataset(data, data_centered=True, with_labels=False):
-    """``data`` is ``"digits"`` (the embedded sklearn digits, train split), ``imagefolder:<path>``, a folder written by
+    """``data`` is ``"digits"`` (the embedded sklearn digits, train split), ``"digits-tinted"`` (the same, each tinted with
+    a random colour: 3 channels), ``imagefolder:<path>``, a folder written by
     ``datasets``' ``save_to_disk`` (both need the ``datasets`` library), or a folder of image files.
 
     With ``with_labels`` returns ``(images, labels)``, the labels (N,) int64: the digits' 0..9, or a ``datasets``
@@ -156,6 +172,8 @@ def load_dataset(data, data_centered=True, with_labels=False):
     """
     if data == "digits":
         return load_digits_dataset(data_centered, with_labels=with_labels)
+    if data == "digits-tinted" and not with_labels:
+        return load_tinted_digits_dataset(data_centered)
     if data.startswith(IMAGEFOLDER_PREFIX):
         return load_hf_dataset(data[len(IMAGEFOLDER_PREFIX):], data_centered, imagefolder=True, with_labels=with_labels)
     if any(os.path.isfile(os.path.join(data, marker)) for marker in SAVED_DATASET_MARKERS):

@@ -86,3 +86,16 @@ def test_trainer_reads_saved_dataset_with_flips(tmp_path):
                             checkpointing_steps=0, log_every=0, warmup_steps=1)
     pipeline = train(config)
     assert pipeline.unet.config.in_channels == 3 and pipeline.unet.config.sample_size == 8
+
+
+def test_tinted_digits_are_one_colour_times_the_digit():
+    from diffusers_sde.training.data import DIGITS_GREY_LEVELS, digits_split, load_dataset
+
+    images = load_dataset("digits-tinted", data_centered=False)
+    grey, _ = digits_split("train")
+    assert images.shape == (len(grey), 3, 8, 8) and 0 <= images.min() and images.max() <= 1
+    unit = torch.from_numpy(grey / DIGITS_GREY_LEVELS).float()
+    colours = images.flatten(2).max(2).values / unit.flatten(1).max(1).values[:, None]  # the tint of each image
+    torch.testing.assert_close(images, colours[:, :, None, None] * unit[:, None], rtol=1e-5, atol=1e-6)
+    assert colours.min() >= 0.2 - 1e-6 and colours.max() <= 1 + 1e-6 and colours.std() > 0.1
+    torch.testing.assert_close(load_dataset("digits-tinted", data_centered=False), images)  # the same colours each time
