@@ -8,6 +8,9 @@ import time
 import torch
 
 from .guidance.guidance import resolve_guidance
+from .command_options import check_device as _check_device
+from .command_options import resolve_model as _resolve_model
+from .command_options import silence_progress_bars as _silence_progress_bars
 from .image_grid import image_format, save_image_grid
 from .pipelines import ScoreSDEPipeline
 from .pipelines.image_processing import sample_shape as _sample_shape
@@ -88,39 +91,6 @@ def _note(message):
 def _positive(flag, value, allow_zero=False):
     if value is not None and not (value >= 0 if allow_zero else value > 0):
         raise SystemExit(f"{flag} must be {'>= 0' if allow_zero else '> 0'}, got {value}.")
-
-
-def _resolve_model(model):
-    """--model: a local folder wins; otherwise an embedded model's short name; otherwise a Hub repo id."""
-    if model in PRETRAINED_MODELS and not os.path.exists(model):
-        return pretrained_model_path(model)
-    return model
-
-
-def _check_device(device):
-    """Refuse an unusable --device before anything is loaded."""
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise SystemExit(f"--device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps.") from None
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SystemExit(f"--device {device}: CUDA is not available here (torch {torch.__version__},"
-                             " torch.cuda.is_available() is False); use --device cpu.")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise SystemExit(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s),"
-                             f" cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
-    if parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise SystemExit(f"--device {device}: MPS is not available here; use --device cpu.")
-
-
-def _silence_progress_bars():
-    """--quiet: no bar at all, loading included (diffusers' and huggingface_hub's)."""
-    import diffusers
-    import huggingface_hub
-
-    diffusers.utils.logging.disable_progress_bar()
-    huggingface_hub.utils.disable_progress_bars()
 
 
 def _load_pipeline(model, device, classifier=None):

@@ -6,6 +6,8 @@ import time
 
 import torch
 
+from .command_options import check_device, resolve_model, silence_progress_bars
+from .image_grid import image_format, save_image_grid
 from .pipelines import ScoreSDEColorizationPipeline, ScoreSDEImg2ImgPipeline, ScoreSDEInpaintPipeline
 
 COMMANDS = {
@@ -49,8 +51,6 @@ def _open_image(path, flag):
 
 
 def _run(name, pipeline_class, args):
-    from .cli import _check_device, _resolve_model, _silence_progress_bars
-    from .image_grid import image_format, save_image_grid
 
     try:
         image_format(args.out)
@@ -60,11 +60,11 @@ def _run(name, pipeline_class, args):
         raise SystemExit(f"--steps must be >= 1, got {args.steps}.")
     image = _open_image(args.image, "--image")
     mask = _open_image(args.mask, "--mask").convert("L") if name == "inpaint" else None
-    _check_device(args.device)
+    check_device(args.device)
     if args.quiet:
-        _silence_progress_bars()
+        silence_progress_bars()
     try:
-        pipe = pipeline_class.from_pretrained(_resolve_model(args.model)).to(args.device)
+        pipe = pipeline_class.from_pretrained(resolve_model(args.model)).to(args.device)
     except (OSError, ValueError) as error:
         raise SystemExit(f"--model {args.model!r} could not be loaded: {error}") from error
     pipe.set_progress_bar_config(disable=args.quiet)
