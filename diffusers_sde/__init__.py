@@ -28,6 +28,8 @@ from .schedulers import (
     ScoreSDESchedulerMixin,
     ScoreSDESchedulerOutput,
 )
+from .cold_diffusion import BlurDegradation, ColdDiffusionPipeline, ColdDiffusionScheduler, ColdDiffusionSchedulerOutput
+from .cold_diffusion import ComposedDegradation, Degradation, DownsampleDegradation, FadeDegradation, MaskDegradation
 from .pretrained_models import PRETRAINED_MODELS, pretrained_model_path
 from .sde import SDE_TYPES, ScoreSDE, SubVPSDE, VESDE, VPSDE, make_sde
 from .solvers import DIVERGENCES, PROBES, MaxNFEExceededError, ProbabilityFlowODE
@@ -38,7 +40,7 @@ from .training import train
 __version__ = "0.1.0"
 
 _register([ScoreSDEPipeline, ScoreSDEInverseProblemPipeline, ScoreSDEInpaintPipeline, ScoreSDEColorizationPipeline,
-           ScoreSDEImg2ImgPipeline])
+           ScoreSDEImg2ImgPipeline, ColdDiffusionPipeline])
 
 __all__ = [
     "CORRECTORS", "INTEGRATORS", "LANGEVIN_NORMS", "PREDICTORS", "PREDICTION_TYPES", "SAMPLERS", "SDE_TYPES",
@@ -58,4 +60,6 @@ __all__ = [
     "ScoreSDE", "VESDE", "VPSDE", "SubVPSDE", "make_sde",
     "TrainingConfig", "denoising_score_matching_loss", "discrete_score_matching_loss", "sliced_score_matching_loss",
     "train",
+    "ColdDiffusionPipeline", "ColdDiffusionScheduler", "ColdDiffusionSchedulerOutput", "Degradation", "BlurDegradation",
+    "MaskDegradation", "DownsampleDegradation", "FadeDegradation", "ComposedDegradation",
 ]
