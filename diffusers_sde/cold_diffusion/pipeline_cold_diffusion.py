@@ -104,7 +104,7 @@ class ColdDiffusionPipeline(DiffusionPipeline):
         middle = 0.0 if data_centered else 0.5
         means = torch.full((1, channels), middle) if means is None else torch.as_tensor(means, dtype=torch.float32)
         stds = torch.zeros_like(means) if stds is None else torch.as_tensor(stds, dtype=torch.float32)
-        means, stds = means.reshape(-1, means.shape[-1]) if means.dim() else means, stds.reshape(-1, stds.shape[-1]) if stds.dim() else stds
+        means, stds = (values[None] if values.dim() == 1 else values for values in (means, stds))  # (C,) -> (1, C)
         if means.dim() != 2 or means.shape[1] != channels or stds.shape != means.shape or bool((stds < 0).any()):
             raise ValueError(f"initial_means and initial_stds must both have shape ({channels},) or (K, {channels}) (one"
                              f" value per channel, K mixture components), stds >= 0; got shapes {tuple(means.shape)} and"
