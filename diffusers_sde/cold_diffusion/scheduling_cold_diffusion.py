@@ -63,6 +63,7 @@ class ColdDiffusionScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"data_centered must be True ([-1, 1] data) or False ([0, 1]), got {data_centered!r}.")
         self.num_inference_steps = None
         self.timesteps = None
+        self._levels = []
         self._step_index = None
         self._begin_index = None
 
@@ -94,6 +95,7 @@ class ColdDiffusionScheduler(SchedulerMixin, ConfigMixin):
         levels = torch.linspace(self.num_train_timesteps, 1, steps, dtype=torch.float64).round().long()
         self.num_inference_steps = steps
         self.timesteps = levels.to(device)
+        self._levels = levels.tolist() + [0]  # as Python ints, with the final level 0: step() never syncs the device
         self._step_index = None
         self._begin_index = None
 
@@ -153,8 +155,7 @@ class ColdDiffusionScheduler(SchedulerMixin, ConfigMixin):
         if model_output.shape != sample.shape:
             raise ValueError(f"model_output (the x0 prediction) must have the sample's shape {tuple(sample.shape)}, got"
                              f" {tuple(model_output.shape)}.")
-        t = int(self.timesteps[self._step_index])
-        s = int(self.timesteps[self._step_index + 1]) if self._step_index + 1 < len(self.timesteps) else 0
+        t, s = self._levels[self._step_index], self._levels[self._step_index + 1]
         self._step_index += 1
         x0_hat = model_output.to(sample.dtype)
         if self.config.algorithm == "naive":

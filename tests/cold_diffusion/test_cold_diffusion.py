@@ -142,17 +142,23 @@ def test_config_round_trip_through_json(name):
 
 
 # --- bad input -----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("build, message", [
-    (lambda: BlurDegradation(num_steps=3, kernel_size=3, kernel_stds=[1.0, 0.5, 2.0]), r"kernel_stds must be non-decreasing.*kernel_stds\[1\]=0.5"),
+BAD_CONSTRUCTIONS = [
+    (lambda: BlurDegradation(num_steps=3, kernel_size=3, kernel_stds=[1.0, 0.5, 2.0]),
+     r"kernel_stds must be non-decreasing.*kernel_stds\[1\]=0.5"),
     (lambda: BlurDegradation(num_steps=3, kernel_size=3, kernel_stds=[1.0, 2.0]), "kernel_stds must hold one value per step"),
     (lambda: BlurDegradation(kernel_std_rate=-0.1), "kernel_std_rate must be a finite number >= 0, got -0.1"),
     (lambda: BlurDegradation(kernel_size=4), "kernel_size must be an odd integer"),
     (lambda: MaskDegradation(num_steps=2, mask_stds=[2.0, 1.0]), "mask_stds must be non-decreasing"),
     (lambda: MaskDegradation(mask_std_growth=-1), "mask_std_growth must be a finite number >= 0"),
-    (lambda: FadeDegradation(num_steps=0), r"num_steps \(T, the number of degradation steps\) must be an integer >= 1, got 0"),
-    (lambda: ComposedDegradation([FadeDegradation(num_steps=3), DownsampleDegradation(num_steps=2)]), r"share num_steps.*\[3, 2\]"),
+    (lambda: FadeDegradation(num_steps=0),
+     r"num_steps \(T, the number of degradation steps\) must be an integer >= 1, got 0"),
+    (lambda: ComposedDegradation([FadeDegradation(num_steps=3), DownsampleDegradation(num_steps=2)]),
+     r"share num_steps.*\[3, 2\]"),
     (lambda: Degradation.from_config({"type": "Sharpen"}), "'type' one of"),
-])
+]
+
+
+@pytest.mark.parametrize("build, message", BAD_CONSTRUCTIONS)
 def test_bad_construction_is_refused_naming_the_argument(build, message):
     with pytest.raises(ValueError, match=message):
         build()
