@@ -408,3 +408,16 @@ def test_pipeline_save_load_round_trip_is_bit_identical(tmp_path):
         assert loaded.scheduler.degradation.to_config() == scheduler.degradation.to_config()
         after = run(loaded)
         assert before.shape == (2, 8, 8, 1) and (before == after).all()
+
+
+def test_pipeline_restores_uint8_images_in_the_data_space():
+    """A uint8 image is mapped to [-1, 1]; with an exact R, Alg. 2 keeps the input's departure from D(x0, t) (here its
+    quantization error) and ends at image - D(x0, t) + x0."""
+    degradation = small_degradations()["downsample"]
+    x0 = images(shape=(1, 1, 8, 8)).clamp(-1, 1).float()
+    degraded = degradation(x0, 2)
+    pixels = ((degraded + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)  # (1, 1, 8, 8)
+    restored = exact_pipeline(degradation, x0)(image=pixels, degradation_level=2, output_type="latent").images
+    expected = pixels.double() / 255 * 2 - 1 - degraded + x0
+    assert torch.allclose(restored, expected.float(), atol=1e-5)
+    assert (restored - x0).abs().max() <= 1 / 255 + 1e-5  # within half a quantization step in [-1, 1]
