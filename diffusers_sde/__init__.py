@@ -22,6 +22,7 @@ from .schedulers import (
     ProbabilityFlowScheduler,
     ScoreSDESchedulerMixin,
     ScoreSDESchedulerOutput,
+    SDEDPMSolverScheduler,
 )
 from .sde import SDE_TYPES, ScoreSDE, SubVPSDE, VESDE, VPSDE, make_sde
 from .solvers import DIVERGENCES, PROBES, MaxNFEExceededError, ProbabilityFlowODE
@@ -38,6 +39,7 @@ __all__ = [
     "TIMESTEP_TYPES", "NoiseLevel",
     "GaussianMixture", "GaussianMixtureModel", "Parameterization",
     "PredictorCorrectorScheduler", "ProbabilityFlowScheduler", "ExponentialIntegratorScheduler", "EDMHeunScheduler",
+    "SDEDPMSolverScheduler",
     "SOLVER_ORDERS", "TIMESTEP_SPACINGS", "ScoreSDESchedulerMixin", "ScoreSDESchedulerOutput",
     "ScoreSDEPipeline", "ScoreSDEPipelineOutput",
     "ScoreSDEEncodeOutput", "ScoreSDELikelihoodOutput", "slerp",

@@ -4,3 +4,4 @@ from .scheduling_probability_flow import INTEGRATORS, ProbabilityFlowScheduler
 from .scheduling_exponential_integrator import SOLVER_ORDERS, ExponentialIntegratorScheduler
 from .scheduling_edm_heun import EDMHeunScheduler
 from .time_grids import TIMESTEP_SPACINGS
+from .scheduling_sde_dpm_solver import SDEDPMSolverScheduler

@@ -31,6 +31,28 @@ def _phi_weights(h):
     return -em1, h + em1, 0.5 * h * h - h - em1
 
 
+def taylor_derivatives(history):
+    """dx0/dlambda (and d2x0/dlambda2) at the newest of ``history`` (a list of ``(lambda, x0)``, newest first), from
+    divided differences on the non-uniform lambda grid; as many as the history supports (none, one or two)."""
+    if len(history) < 2:
+        return []
+    (lam0, m0), (lam1, m1) = history[:2]
+    slope = (m0 - m1) / (lam0 - lam1)
+    if len(history) < 3:
+        return [slope]
+    lam2, m2 = history[2]
+    curvature = (slope - (m1 - m2) / (lam1 - lam2)) / (lam0 - lam2)  # second divided difference = x0'' / 2
+    return [slope + (lam0 - lam1) * curvature, 2 * curvature]
+
+
+def taylor_integral(weights, x0, derivatives):
+    """The integral of the Taylor expansion of x0 in lambda against the integrator's kernel: sum_n weights[n] x0^(n)."""
+    update = weights[0] * x0
+    for weight, derivative in zip(weights[1:], derivatives):
+        update = update + weight * derivative
+    return update
+
+
 class ExponentialIntegratorScheduler(ScoreSDESchedulerMixin):
     """Multistep exponential-integrator solver of the probability-flow ODE in data-prediction form (DPM-Solver++(kM)).
 
@@ -110,21 +132,8 @@ class ExponentialIntegratorScheduler(ScoreSDESchedulerMixin):
         self._history = [(lam, x0)] + self._history[: self.config.solver_order - 1]
         next_lam = math.log(next_level.a / next_level.s)
         clip = self.config.lambda_max_clipped
-        derivatives = [] if clip is not None and next_lam > clip else self._derivatives()
-        weights = _phi_weights(next_lam - lam)
-        update = weights[0] * x0
-        for weight, derivative in zip(weights[1:], derivatives):
-            update = update + weight * derivative
+        derivatives = [] if clip is not None and next_lam > clip else taylor_derivatives(self._history)
+        update = taylor_integral(_phi_weights(next_lam - lam), x0, derivatives)
         prev_sample = (next_level.s / level.s) * sample + next_level.a * update
         return prev_sample, prev_sample
-    def _derivatives(self):
-        """dx0/dlambda (and d2x0/dlambda2) at the newest point, from divided differences of the stored predictions."""
-        if len(self._history) < 2:
-            return []
-        (lam0, m0), (lam1, m1) = self._history[:2]
-        slope = (m0 - m1) / (lam0 - lam1)
-        if len(self._history) < 3:
-            return [slope]
-        lam2, m2 = self._history[2]
-        curvature = (slope - (m1 - m2) / (lam1 - lam2)) / (lam0 - lam2)  # second divided difference = x0'' / 2
-        return [slope + (lam0 - lam1) * curvature, 2 * curvature]
+

@@ -16,6 +16,7 @@ from diffusers_sde import (
     ExponentialIntegratorScheduler,
     PredictorCorrectorScheduler,
     ProbabilityFlowScheduler,
+    SDEDPMSolverScheduler,
     ScoreSDEPipeline,
 )
 
@@ -122,6 +123,8 @@ INVARIANT = [
     ProbabilityFlowScheduler(sde_type="ve", integrator="heun"),
     ExponentialIntegratorScheduler(sde_type="vp"),
     EDMHeunScheduler(sde_type="ve", s_churn=20.0),
+    SDEDPMSolverScheduler(sde_type="ve"),
+    SDEDPMSolverScheduler(sde_type="subvp", solver_order=2),
 ]
 
 

@@ -16,6 +16,7 @@ from diffusers_sde import (
     NoiseLevel,
     PredictorCorrectorScheduler,
     ProbabilityFlowScheduler,
+    SDEDPMSolverScheduler,
 )
 
 # Every scheduler family, on VE and on VP / sub-VP, in settings that exercise repeated timesteps (correctors, Heun)
@@ -30,6 +31,8 @@ SCHEDULERS = {
     "ei-subvp": lambda: ExponentialIntegratorScheduler(sde_type="subvp"),
     "edm-ve-churn": lambda: EDMHeunScheduler(sde_type="ve", s_churn=10.0),
     "edm-vp": lambda: EDMHeunScheduler(sde_type="vp"),
+    "sde-dpm-ve": lambda: SDEDPMSolverScheduler(sde_type="ve"),
+    "sde-dpm-subvp-2m": lambda: SDEDPMSolverScheduler(sde_type="subvp", solver_order=2),
 }
 NAMES = list(SCHEDULERS)
 STEPS = 10
@@ -61,7 +64,8 @@ def test_save_load_round_trip_gives_the_same_config_and_steps(name, tmp_path):
 @pytest.mark.parametrize("name", NAMES)
 def test_compatibles_swap_back_and_forth(name):
     scheduler = SCHEDULERS[name]()
-    assert len(scheduler.compatibles) == 4 and type(scheduler) in scheduler.compatibles
+    families = {type(make()) for make in SCHEDULERS.values()}
+    assert len(set(scheduler.compatibles)) == len(scheduler.compatibles) and families <= set(scheduler.compatibles)
     for other_class in scheduler.compatibles:
         other = other_class.from_config(scheduler.config)
         back = type(scheduler).from_config(other.config)
@@ -208,6 +212,7 @@ SDEDIT = {
     "ei": (lambda sde: ExponentialIntegratorScheduler(sde_type=sde), 50),
     "edm": (lambda sde: EDMHeunScheduler(sde_type=sde), 100),
     "edm-churn": (lambda sde: EDMHeunScheduler(sde_type=sde, s_churn=10.0), 200),
+    "sde-dpm": (lambda sde: SDEDPMSolverScheduler(sde_type=sde), 100),
 }
 
 
