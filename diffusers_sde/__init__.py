@@ -22,6 +22,7 @@ from .schedulers import (
     ProbabilityFlowScheduler,
     ScoreSDESchedulerMixin,
     ScoreSDESchedulerOutput,
+    RestartScheduler,
     SDEDPMSolverScheduler,
 )
 from .sde import SDE_TYPES, ScoreSDE, SubVPSDE, VESDE, VPSDE, make_sde
@@ -39,7 +40,7 @@ __all__ = [
     "TIMESTEP_TYPES", "NoiseLevel",
     "GaussianMixture", "GaussianMixtureModel", "Parameterization",
     "PredictorCorrectorScheduler", "ProbabilityFlowScheduler", "ExponentialIntegratorScheduler", "EDMHeunScheduler",
-    "SDEDPMSolverScheduler",
+    "SDEDPMSolverScheduler", "RestartScheduler",
     "SOLVER_ORDERS", "TIMESTEP_SPACINGS", "ScoreSDESchedulerMixin", "ScoreSDESchedulerOutput",
     "ScoreSDEPipeline", "ScoreSDEPipelineOutput",
     "ScoreSDEEncodeOutput", "ScoreSDELikelihoodOutput", "slerp",

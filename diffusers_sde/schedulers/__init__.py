@@ -5,3 +5,4 @@ from .scheduling_exponential_integrator import SOLVER_ORDERS, ExponentialIntegra
 from .scheduling_edm_heun import EDMHeunScheduler
 from .time_grids import TIMESTEP_SPACINGS
 from .scheduling_sde_dpm_solver import SDEDPMSolverScheduler
+from .scheduling_restart import DEFAULT_RESTART_INTERVALS, RestartScheduler

@@ -21,7 +21,7 @@ from diffusers.configuration_utils import register_to_config
 from ..sde import tweedie_denoise
 from .scheduling_exponential_integrator import SOLVER_ORDERS, _phi_weights, taylor_derivatives, taylor_integral
 from .scheduling_score_sde import DATA_LEVEL, Denoise, PlanStep, ScoreSDESchedulerMixin
-from .time_grids import check_spacing, time_grid
+from .time_grids import TAIL_LOG_SNR, check_spacing, time_grid
 
 
 def sde_phi_weights(h):
@@ -45,7 +45,8 @@ class SDEDPMSolverScheduler(ScoreSDESchedulerMixin):
         solver_order (`int`): 1, 2 or 3 (default: the most accurate per evaluation on the benchmark mixtures, measured
             in ``benchmarks/bench_samplers_vs_peers.py``). Measured weak order on a Gaussian: 1, 2 and 2 (the stochastic
             multistep third-order step does not raise the weak order past 2, it lowers the error constant).
-        timestep_spacing (`str`): ``log_snr`` (uniform in lambda; default), ``uniform_time`` or ``karras``.
+        timestep_spacing (`str`): ``log_snr`` (uniform in lambda, stretched past noise 1e-3 as in
+            :class:`ExponentialIntegratorScheduler`; default), ``uniform_time`` or ``karras``.
         rho (`float`): exponent of the ``karras`` spacing.
         s_noise (`float`): scale of the injected noise; 1 (default) is the exact reverse SDE, 0 turns the step into
             a deterministic one that is *not* the probability-flow ODE (it contracts the variance): leave it at 1
@@ -84,7 +85,7 @@ class SDEDPMSolverScheduler(ScoreSDESchedulerMixin):
 
     def _grid_times(self, num_inference_steps):
         return time_grid(self.sde, num_inference_steps, self.config.sampling_eps, self.config.timestep_spacing,
-                         self.config.rho)
+                         self.config.rho, tail_log_snr=TAIL_LOG_SNR)
 
     def _build_plan(self, levels):
         self._history = []
