@@ -31,10 +31,15 @@ class RestartJump(HeunCorrection):
 class RestartScheduler(EDMHeunScheduler):
     """Restart sampling: EDM's Heun ODE sampler with restart intervals of forward jumps and backward ODE solves.
 
-    Each Heun step costs two network evaluations (``timesteps`` lists both); the main process of N grid times costs
-    2N - 1, and each repetition of an interval with N_restart steps costs 2 N_restart more. The forward jumps draw
-    fresh noise (``generator`` lists give each sample its own). With the default settings: 18 main steps and one
-    interval, 35 + 2 * 2 * 3 = 47 evaluations.
+    ``num_inference_steps`` counts every grid time of the run, main and restart: the main grid gets what the intervals
+    leave (num_inference_steps - sum of K N_restart), so each grid time is one Heun step of two evaluations
+    (``timesteps`` lists both, ``order = 2``) and a run costs 2 num_inference_steps - 1 evaluations, the contract's
+    arithmetic. The default, 24, is Restart's CIFAR-10 setting: 18 main times and 2 x 3 restart steps, 47 evaluations.
+    The forward jumps draw fresh noise (``generator`` lists give each sample its own).
+
+    A run can start mid-schedule like any scheduler here: :meth:`set_begin_index` (what diffusers' img2img pipelines
+    call) works at every step start. A ``timestep`` that starts several steps (the levels a restart interval visits K
+    times) does not say where to start, so :meth:`index_for_timestep` refuses it rather than guess.
 
     Args:
         sde_type, sigma_min, sigma_max, beta_min, beta_max, num_train_timesteps, sampling_eps, prediction_type,
@@ -52,7 +57,7 @@ class RestartScheduler(EDMHeunScheduler):
     """
 
     order = 2
-    default_num_inference_steps = 18  # main grid times, as in Restart's CIFAR-10 setting
+    default_num_inference_steps = 24  # Restart's CIFAR-10 setting: 18 main grid times + K N_restart = 2 x 3
 
     @register_to_config
     def __init__(
@@ -82,9 +87,46 @@ class RestartScheduler(EDMHeunScheduler):
         self.register_to_config(restart_intervals=[list(interval) for interval in restart_intervals])
         self._pending = None
 
+    @property
+    def _restart_steps(self):
+        return sum(num_steps * repetitions for num_steps, repetitions, _, _ in self.config.restart_intervals)
+
+    def set_timesteps(self, num_inference_steps=None, device=None, timesteps=None):
+        """Like :meth:`ScoreSDESchedulerMixin.set_timesteps`; ``num_inference_steps`` counts main and restart grid
+        times, and custom ``timesteps`` give the main grid (the restart steps are added to it).
+
+        Args:
+            num_inference_steps (`int`, *optional*): grid times in all (default 24); at least 2 more than the
+                restart steps sum(K N_restart).
+            device (`str` or `torch.device`, *optional*): where ``self.timesteps`` lives.
+            timesteps (`list[float]`, *optional*): custom main-grid network times, strictly decreasing.
+        """
+        if timesteps is None and num_inference_steps is not None:
+            minimum = self._restart_steps + 2
+            if isinstance(num_inference_steps, int) and num_inference_steps < minimum:
+                raise ValueError(
+                    f"num_inference_steps must be >= {minimum} (the restart intervals take {self._restart_steps} grid"
+                    f" times and the main grid needs 2), got {num_inference_steps}."
+                )
+        super().set_timesteps(num_inference_steps, device, timesteps)
+        self.num_inference_steps += self._restart_steps
+
+    def index_for_timestep(self, timestep, schedule_timesteps=None):
+        """Like :meth:`ScoreSDESchedulerMixin.index_for_timestep`; a time that starts several steps is an error."""
+        index = super().index_for_timestep(timestep, schedule_timesteps)
+        schedule = self.timesteps if schedule_timesteps is None else schedule_timesteps
+        matches = (schedule == schedule[index]).nonzero().flatten().tolist()
+        starts = [i for i in matches if not isinstance(self._plan[i], HeunCorrection)]
+        if len(starts) > 1:
+            raise ValueError(
+                f"timestep {schedule[index].item():.6g} starts {len(starts)} steps of this Restart schedule (indices"
+                f" {starts}: a restart interval visits it K times); start the run with set_begin_index(index) instead."
+            )
+        return index
+
     def _grid_times(self, num_inference_steps):
-        return time_grid(self.sde, num_inference_steps, self.config.sampling_eps, self.config.timestep_spacing,
-                         self.config.rho)
+        return time_grid(self.sde, max(num_inference_steps - self._restart_steps, 2), self.config.sampling_eps,
+                         self.config.timestep_spacing, self.config.rho)
 
     def _level_at_sigma(self, sigma):
         return self._level(self.sde.time_from_log_snr(-math.log(sigma)).clamp(max=1.0).item())
@@ -104,9 +146,12 @@ class RestartScheduler(EDMHeunScheduler):
         sigmas = [level.s / level.a for level in levels]
         restarts = {}  # main-grid index of t_min -> list of (N_restart, t_max level), in interval order
         for num_steps, repetitions, t_min, t_max in self.config.restart_intervals:
-            index = min(range(1, len(levels)), key=lambda i: abs(math.log(sigmas[i] / t_min)))
-            if sigmas[index] >= t_max:
-                continue  # the grid is too coarse to hold this interval
+            below = [i for i in range(1, len(levels)) if sigmas[i] < t_max]
+            if not below:
+                raise ValueError(f"restart interval [t_min, t_max] = [{t_min}, {t_max}] lies below the schedule, which"
+                                 f" ends at noise level {sigmas[-1]:.4g}; lower sampling_eps or raise t_max.")
+            # Restart's code moves t_min to the nearest main-grid level (below t_max, so the jump goes up).
+            index = min(below, key=lambda i: abs(math.log(sigmas[i] / t_min)))
             restarts.setdefault(index, []).extend([(num_steps, self._level_at_sigma(t_max))] * repetitions)
         plan = []
         for index in range(len(levels) - 1):

@@ -16,6 +16,7 @@ from diffusers_sde import (
     ExponentialIntegratorScheduler,
     PredictorCorrectorScheduler,
     ProbabilityFlowScheduler,
+    RestartScheduler,
     SDEDPMSolverScheduler,
     ScoreSDEPipeline,
 )
@@ -125,6 +126,7 @@ INVARIANT = [
     EDMHeunScheduler(sde_type="ve", s_churn=20.0),
     SDEDPMSolverScheduler(sde_type="ve"),
     SDEDPMSolverScheduler(sde_type="subvp", solver_order=2),
+    RestartScheduler(sde_type="vp", restart_intervals=[[2, 2, 0.1, 1.0]]),
 ]
 
 
