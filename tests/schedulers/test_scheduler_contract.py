@@ -263,3 +263,28 @@ def test_sdedit_check_is_not_vacuous(mixture):
     for t in scheduler.timesteps[:100]:  # the top half of the schedule, applied to clean data
         sample = scheduler.step(model(sample, t).sample, t, sample).prev_sample
     assert abs(mixture.fidelity(sample.flatten(1))["variance_ratio"] - 1) > 0.05
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_step_reads_nothing_back_from_the_device(name, monkeypatch):
+    # GPU readiness, checked on the CPU: apart from the NaN guard (whose CPU branch reads its flag at once and whose
+    # accelerator branch reads all flags once, at the last step) and the first step's lookup of its timestep (which
+    # set_begin_index avoids), a step never moves a value to the host, so it never waits on the device. Every
+    # tensor-to-host conversion raises while the steps run.
+    scheduler = SCHEDULERS[name]()
+    scheduler.set_timesteps(STEPS)
+    scheduler.set_begin_index(0)
+    monkeypatch.setattr(scheduler, "_check_finite", lambda sample, entry: None)
+    sample = _sample()
+    outputs = [0.1 * sample for _ in scheduler.timesteps]
+    generator = torch.Generator().manual_seed(0)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a step read a tensor back to the host")
+
+    with monkeypatch.context() as patch:
+        for method in ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__"):
+            patch.setattr(torch.Tensor, method, refuse)
+        for output, t in zip(outputs, scheduler.timesteps):
+            sample = scheduler.step(output, t, sample, generator=generator).prev_sample
+    assert scheduler.sample_level.s == 0 and torch.isfinite(sample).all()
