@@ -38,6 +38,7 @@ from diffusers_sde import (
     GaussianMixture,
     RestartScheduler,
     SDEDPMSolverScheduler,
+    UniPCScheduler,
     make_sde,
 )
 from diffusers_sde.sde import tweedie_denoise
@@ -114,6 +115,8 @@ def ours(sde_type):
         ("ours SDE-DPM-Solver++ 1S", lambda: SDEDPMSolverScheduler(**config, solver_order=1), one),
         ("ours EDM Heun", lambda: EDMHeunScheduler(**config), heun),
         ("ours EDM Heun churn 5", lambda: EDMHeunScheduler(**config, s_churn=5.0, s_tmin=0.01, s_tmax=5.0), heun),
+        ("ours UniPC 3 (bh1, UniC)", lambda: UniPCScheduler(**config), one),
+        ("ours UniPC 2 (bh1, UniC)", lambda: UniPCScheduler(**config, solver_order=2), one),
         # Restart's CIFAR-10 interval (K = 2 x N_restart = 3 grid times); budgets under 15 NFE cannot hold it.
         ("ours Restart (paper's interval)", lambda: RestartScheduler(**config), heun),
     ]

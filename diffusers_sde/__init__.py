@@ -24,6 +24,7 @@ from .schedulers import (
     ScoreSDESchedulerOutput,
     RestartScheduler,
     SDEDPMSolverScheduler,
+    UniPCScheduler,
 )
 from .sde import SDE_TYPES, ScoreSDE, SubVPSDE, VESDE, VPSDE, make_sde
 from .solvers import DIVERGENCES, PROBES, MaxNFEExceededError, ProbabilityFlowODE
@@ -40,7 +41,7 @@ __all__ = [
     "TIMESTEP_TYPES", "NoiseLevel",
     "GaussianMixture", "GaussianMixtureModel", "Parameterization",
     "PredictorCorrectorScheduler", "ProbabilityFlowScheduler", "ExponentialIntegratorScheduler", "EDMHeunScheduler",
-    "SDEDPMSolverScheduler", "RestartScheduler",
+    "SDEDPMSolverScheduler", "RestartScheduler", "UniPCScheduler",
     "SOLVER_ORDERS", "TIMESTEP_SPACINGS", "ScoreSDESchedulerMixin", "ScoreSDESchedulerOutput",
     "ScoreSDEPipeline", "ScoreSDEPipelineOutput",
     "ScoreSDEEncodeOutput", "ScoreSDELikelihoodOutput", "slerp",

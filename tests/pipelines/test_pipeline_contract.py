@@ -19,6 +19,7 @@ from diffusers_sde import (
     RestartScheduler,
     SDEDPMSolverScheduler,
     ScoreSDEPipeline,
+    UniPCScheduler,
 )
 
 
@@ -127,6 +128,7 @@ INVARIANT = [
     SDEDPMSolverScheduler(sde_type="ve"),
     SDEDPMSolverScheduler(sde_type="subvp", solver_order=2),
     RestartScheduler(sde_type="vp", restart_intervals=[[2, 2, 0.1, 1.0]]),
+    UniPCScheduler(sde_type="ve"),
 ]
 
 

@@ -16,6 +16,7 @@ from exact_gaussian import (  # noqa: F401 (single_thread is an autouse fixture)
 from diffusers_sde import (
     EDMHeunScheduler,
     GaussianMixture,
+    UniPCScheduler,
     ExponentialIntegratorScheduler,
     PredictorCorrectorScheduler,
 )
@@ -70,6 +71,19 @@ def test_log_snr_grid_is_clipped_where_the_noise_is_negligible(sde_type):
     expected = torch.linspace(clipped.sde.log_snr(1.0).item(), math.log(100.0), 19, dtype=torch.float64)
     torch.testing.assert_close(lam[:-1], expected, rtol=0, atol=1e-9)
     assert times[-1].item() == eps
+
+
+@pytest.mark.parametrize("sde_type", SDE_TYPES)
+@pytest.mark.parametrize("solver_order", [1, 2, 3])
+@pytest.mark.parametrize("use_corrector", [False, True])
+def test_unipc_converges_at_its_order_and_the_corrector_adds_one(sde_type, solver_order, use_corrector):
+    # UniP-p is order p; UniC raises it to p + 1 at no extra evaluation (UniPC Thm. 3.1). Order 4 (p = 3 corrected)
+    # is approached from below at these sizes (3.65-3.9 from 80 to 160 steps), hence the half-order margin there.
+    scheduler = UniPCScheduler(sde_type=sde_type, solver_order=solver_order, use_corrector=use_corrector,
+                               prediction_type="score", timestep_type="continuous")
+    expected = solver_order + int(use_corrector)
+    rates = observed_order(_ode_errors(scheduler, [40, 80, 160]))
+    assert rates[-1] > expected - (0.5 if use_corrector else 0.25), rates
 
 
 @pytest.mark.parametrize("sde_type", SDE_TYPES)
@@ -137,8 +151,9 @@ def test_edm_heun_is_second_order(sde_type):
         (lambda config: ExponentialIntegratorScheduler.from_config(config), 30),
         (lambda config: EDMHeunScheduler.from_config(config), 61),
         (lambda config: EDMHeunScheduler.from_config(config, s_churn=5.0, s_tmin=0.05, s_tmax=5.0), 61),
+        (lambda config: UniPCScheduler.from_config(config), 30),
     ],
-    ids=["exponential_integrator", "edm_heun", "edm_heun_churn"],
+    ids=["exponential_integrator", "edm_heun", "edm_heun_churn", "unipc"],
 )
 def test_reproduces_the_mixture(mixture, sde_type, make, num_steps):
     scheduler = make(PredictorCorrectorScheduler(sde_type=sde_type).config)
@@ -200,6 +215,8 @@ def test_swap_through_from_config_and_compatibles():
         (ExponentialIntegratorScheduler, dict(sde_type="vp", lambda_max_clipped=-6.0),
          "lambda_max_clipped must be None or exceed the log-SNR at t = 1 (-5.025), got -6.0"),
         (EDMHeunScheduler, dict(rho=0.0), "rho must be > 0, got 0.0"),
+        (UniPCScheduler, dict(solver_type="bh3"), "solver_type must be one of ('bh1', 'bh2'), got 'bh3'"),
+        (UniPCScheduler, dict(solver_order=4), "solver_order must be one of (1, 2, 3), got 4"),
         (EDMHeunScheduler, dict(s_churn=-1.0), "s_churn must be >= 0, got -1.0"),
         (EDMHeunScheduler, dict(s_tmin=2.0, s_tmax=1.0), "s_tmax must be >= s_tmin"),
     ],

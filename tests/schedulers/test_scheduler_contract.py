@@ -18,6 +18,7 @@ from diffusers_sde import (
     ProbabilityFlowScheduler,
     RestartScheduler,
     SDEDPMSolverScheduler,
+    UniPCScheduler,
 )
 
 # Every scheduler family, on VE and on VP / sub-VP, in settings that exercise repeated timesteps (correctors, Heun)
@@ -35,6 +36,7 @@ SCHEDULERS = {
     "sde-dpm-ve": lambda: SDEDPMSolverScheduler(sde_type="ve"),
     "sde-dpm-subvp-2m": lambda: SDEDPMSolverScheduler(sde_type="subvp", solver_order=2),
     "restart-ve": lambda: RestartScheduler(sde_type="ve", restart_intervals=[[2, 2, 0.5, 2.0]]),
+    "unipc-subvp": lambda: UniPCScheduler(sde_type="subvp"),
 }
 NAMES = list(SCHEDULERS)
 STEPS = 10
@@ -228,6 +230,7 @@ SDEDIT = {
     "edm-churn": (lambda sde: EDMHeunScheduler(sde_type=sde, s_churn=10.0), 200),
     "sde-dpm": (lambda sde: SDEDPMSolverScheduler(sde_type=sde), 100),
     "restart": (lambda sde: RestartScheduler(sde_type=sde), 100),
+    "unipc": (lambda sde: UniPCScheduler(sde_type=sde), 50),
 }
 
 
