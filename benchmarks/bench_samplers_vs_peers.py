@@ -25,6 +25,7 @@ so a tuned variant (log-SNR or Karras levels) is run as well.
 
 import argparse
 import importlib.util
+import inspect
 import math
 import sys
 import types
@@ -183,15 +184,19 @@ def k_diffusion_runs(sampling):
             for name, function, per_step in fixed for schedule, get_sigmas in schedules]
 
 
-def run_k_diffusion(function, per_step, get_sigmas, mixture, sde, nfe, batch_size, seed):
+def run_k_diffusion(sampling, function, per_step, get_sigmas, mixture, sde, nfe, batch_size, seed):
     sigma_min, sigma_max = sigma_range(sde)
     # Heun's last step (to sigma = 0) is an Euler step: n steps cost 2n - 1 evaluations.
     steps = (nfe + 1) // 2 if per_step == 2 else nfe
     sigmas = get_sigmas(steps, sigma_min, sigma_max).to(torch.float64)
-    torch.manual_seed(seed)  # k-diffusion draws its noise (and Brownian-tree seeds) from the global generator
+    torch.manual_seed(seed)  # k-diffusion draws its noise from the global generator
     x = sigma_max * torch.randn(batch_size, DIM, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     model = CountingDenoiser(mixture, sde)
-    return function(model, x, sigmas, disable=True), model.calls
+    # The SDE samplers' default Brownian-tree noise costs minutes per run at this batch; on a fixed grid independent
+    # Gaussian increments per step have the same law, so they get k-diffusion's own i.i.d. noise sampler.
+    takes_noise = "noise_sampler" in inspect.signature(function).parameters
+    extra = {"noise_sampler": sampling.default_noise_sampler(x)} if takes_noise else {}
+    return function(model, x, sigmas, disable=True, **extra), model.calls
 
 
 def run_k_diffusion_adaptive(sampling, mixture, sde, rtol, batch_size, seed):
@@ -228,8 +233,6 @@ def run_diffusers_edm_euler(mixture, sde, nfe, batch_size, seed, s_churn):
 
 def run_diffusers_discrete_vp(cls_name, mixture, nfe, batch_size, seed, **kwargs):
     """A diffusers DDPM-family multistep scheduler on the VP mixture under DDPM's discrete kernel (epsilon model)."""
-    import inspect
-
     import diffusers
 
     scheduler = getattr(diffusers, cls_name)(beta_start=1e-4, beta_end=0.02, beta_schedule="linear", **kwargs)
@@ -253,7 +256,7 @@ def peer_runs(sde_type, sampling):
     if sampling is not None:
         for label, function, per_step, get_sigmas in k_diffusion_runs(sampling):
             runs.append((label, lambda m, sde, n, b, s, f=function, p=per_step, g=get_sigmas:
-                         run_k_diffusion(f, p, g, m, sde, n, b, s)))
+                         run_k_diffusion(sampling, f, p, g, m, sde, n, b, s)))
     for churn in (0.0, 5.0):
         runs.append((f"diffusers EDMEulerScheduler (churn {churn:g})",
                      lambda m, sde, n, b, s, c=churn: run_diffusers_edm_euler(m, sde, n, b, s, c)))
@@ -297,7 +300,7 @@ def main():
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4000,
                         help="samples per run (default 4000: the ratio's sampling noise is 0.28%%, 1%% is 3.6 std)")
-    parser.add_argument("--only", help="only samplers whose label contains this")
+    parser.add_argument("--only", nargs="+", help="only samplers whose label contains one of these")
     parser.add_argument("--no-peers", action="store_true", help="our samplers only")
     parser.add_argument("--nfe", type=int, nargs="+", default=list(NFE_GRID))
     args = parser.parse_args()
@@ -317,7 +320,7 @@ def main():
         print(f"| {'sampler':50s} | within 1% from NFE | {'@10':>7s} | {'@20':>7s} | {'@50':>7s} |")
         print(f"|{'-' * 52}|{'-' * 20}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
         for label, run in samplers:
-            if args.only is not None and args.only not in label:
+            if args.only is not None and not any(part in label for part in args.only):
                 continue
             results = {}
             for nfe in args.nfe:
