@@ -111,7 +111,7 @@ def pipeline_runs(mixture, sde_type, batch_size, quick, only=None):
         ("gotta go fast", base, [None], dict(sampler="gotta_go_fast")),
         ("gotta go fast (rtol 0.05)", base, [None], dict(sampler="gotta_go_fast", rtol=0.05)),
         ("probability-flow ODE RK45 (rtol 1e-5)", base, [None], dict(sampler="adaptive_ode")),
-        ("probability-flow ODE RK45 (rtol 1e-3)", base, [None], dict(solver="ode", rtol=1e-3, atol=1e-3)),
+        ("probability-flow ODE RK45 (rtol 1e-3)", base, [None], dict(sampler="adaptive_ode", rtol=1e-3, atol=1e-3)),
     ]
     for label, scheduler, steps, kwargs in configs:
         if only is not None and only not in label:

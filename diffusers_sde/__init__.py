@@ -4,9 +4,14 @@
 from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin  # noqa: F401
 
 from ._registration import register as _register
-from .gaussian_mixture import GaussianMixture, GaussianMixtureModel
+from .gaussian_mixture import ConditionalGaussianMixtureModel, GaussianMixture, GaussianMixtureClassifier, GaussianMixtureModel
+from .guidance import ClassifierTrainingConfig, NoiseConditionalClassifier, NoiseConditionalClassifierOutput, train_classifier
+from .models import NCSNppModel, NCSNppOutput
 from .parameterization import PREDICTION_TYPES, TIMESTEP_TYPES, Parameterization, score_function
 from .pipelines import SAMPLERS, ScoreSDEPipeline, ScoreSDEPipelineOutput
+from .pipelines import INVERSE_PROBLEM_METHODS, ScoreSDEColorizationPipeline, ScoreSDEImg2ImgPipeline
+from .pipelines import ScoreSDEInpaintPipeline, ScoreSDEInverseProblemPipeline
+from .inverse_problems import ChannelMean, Downsample, LinearOperator, Masking
 from .pipelines import ScoreSDEEncodeOutput, ScoreSDELikelihoodOutput, slerp
 from .schedulers import (
     CORRECTORS,
@@ -26,6 +31,7 @@ from .schedulers import (
     SDEDPMSolverScheduler,
     UniPCScheduler,
 )
+from .pretrained_models import PRETRAINED_MODELS, pretrained_model_path
 from .sde import SDE_TYPES, ScoreSDE, SubVPSDE, VESDE, VPSDE, make_sde
 from .solvers import DIVERGENCES, PROBES, MaxNFEExceededError, ProbabilityFlowODE
 from .solvers import ProbabilityFlowLikelihoodOutput, ProbabilityFlowODEOutput
@@ -34,19 +40,25 @@ from .training import train
 
 __version__ = "0.1.0"
 
-_register([ScoreSDEPipeline])
+_register([ScoreSDEPipeline, ScoreSDEInverseProblemPipeline, ScoreSDEInpaintPipeline, ScoreSDEColorizationPipeline,
+           ScoreSDEImg2ImgPipeline])
 
 __all__ = [
     "CORRECTORS", "INTEGRATORS", "LANGEVIN_NORMS", "PREDICTORS", "PREDICTION_TYPES", "SAMPLERS", "SDE_TYPES",
     "TIMESTEP_TYPES", "NoiseLevel",
-    "GaussianMixture", "GaussianMixtureModel", "Parameterization",
+    "GaussianMixture", "GaussianMixtureModel", "ConditionalGaussianMixtureModel", "GaussianMixtureClassifier", "Parameterization",
+    "NoiseConditionalClassifier", "NoiseConditionalClassifierOutput", "ClassifierTrainingConfig", "train_classifier",
+    "NCSNppModel", "NCSNppOutput",
     "PredictorCorrectorScheduler", "ProbabilityFlowScheduler", "ExponentialIntegratorScheduler", "EDMHeunScheduler",
     "SDEDPMSolverScheduler", "RestartScheduler", "UniPCScheduler",
     "SOLVER_ORDERS", "TIMESTEP_SPACINGS", "ScoreSDESchedulerMixin", "ScoreSDESchedulerOutput",
-    "ScoreSDEPipeline", "ScoreSDEPipelineOutput",
+    "ScoreSDEPipeline", "ScoreSDEPipelineOutput", "ScoreSDEInverseProblemPipeline", "ScoreSDEInpaintPipeline",
+    "ScoreSDEColorizationPipeline", "ScoreSDEImg2ImgPipeline", "INVERSE_PROBLEM_METHODS",
+    "LinearOperator", "Masking", "ChannelMean", "Downsample",
     "ScoreSDEEncodeOutput", "ScoreSDELikelihoodOutput", "slerp",
     "DIVERGENCES", "PROBES", "MaxNFEExceededError", "ProbabilityFlowODE", "ProbabilityFlowODEOutput",
     "ProbabilityFlowLikelihoodOutput", "score_function",
+    "PRETRAINED_MODELS", "pretrained_model_path",
     "ScoreSDE", "VESDE", "VPSDE", "SubVPSDE", "make_sde",
     "TrainingConfig", "denoising_score_matching_loss", "discrete_score_matching_loss", "sliced_score_matching_loss",
     "train",

@@ -3,7 +3,10 @@
 p_0 = sum_k w_k N(mu_k, diag(v_k)) stays a mixture under the kernel x_t = a x_0 + s z:
 p_t = sum_k w_k N(a mu_k, a^2 v_k + s^2). Its score, log-density and exact samples are closed-form, which makes it the
 reference every sampler, likelihood and loss of this package is tested and benchmarked against.
-:class:`GaussianMixtureModel` wraps the exact score as a diffusers ``ModelMixin`` fed exactly what a UNet is fed.
+:class:`GaussianMixtureModel` wraps the exact score as a diffusers ``ModelMixin`` fed exactly what a UNet is fed;
+for class guidance, with the components as classes, :class:`ConditionalGaussianMixtureModel` is the exact
+class-conditional network (classifier-free guidance) and :class:`GaussianMixtureClassifier` the exact noise-conditional
+classifier, log p_t(k | x).
 """
 
 import math
@@ -56,6 +59,18 @@ class GaussianMixture:
         """log p_t(x) for flattened x of shape (B, D) at kernel coefficients (a, s) (default: the data)."""
         x = x.to(torch.float64)
         return torch.logsumexp(self._component_log_probs(x, a, s)[0], dim=1)
+
+    def component_log_posterior(self, x, a=1.0, s=0.0):
+        """log p_t(k | x), shape (B, K): the exact noise-conditional classifier of the components (float64)."""
+        return torch.log_softmax(self._component_log_probs(x.to(torch.float64), a, s)[0], dim=1)
+
+    def component_score(self, x, labels, a=1.0, s=0.0):
+        """grad_x log N(x; a mu_k, a^2 v_k + s^2) of each sample's component k = ``labels`` (B,), shape (B, D)."""
+        means, variances = self._perturbed(a, s)
+        labels = labels.to(means.device)
+        means = means.expand(len(labels), -1, -1)[torch.arange(len(labels)), labels]
+        variances = variances.expand(len(labels), -1, -1)[torch.arange(len(labels)), labels]
+        return -(x.to(torch.float64) - means) / variances
 
     def score(self, x, a=1.0, s=0.0):
         """grad_x log p_t(x), shape (B, D), computed in float64."""
@@ -139,10 +154,117 @@ class GaussianMixtureModel(ModelMixin, ConfigMixin):
     def mixture(self):
         return GaussianMixture(self.weights, self.means, self.variances)
 
-    def forward(self, sample, timestep, return_dict=True):
+    def _kernel(self, sample, timestep):
+        """The flattened sample in float64 and the kernel coefficients (a, s) at the network time ``timestep``."""
         t = self.parameterization.time_from_model_time(torch.as_tensor(timestep, dtype=torch.float64))
-        a, s = self.sde.marginal(t.reshape(-1, 1))
-        x = sample.flatten(1).to(torch.float64)
-        score = self.mixture.score(x, a, s)
+        a, s = self.parameterization.marginal(t.reshape(-1, 1))  # the kernel its parameterization names
+        return sample.flatten(1).to(torch.float64), a, s
+
+    def _output(self, score, x, a, s, sample, return_dict):
         output = self.parameterization.output_from_score(score, x, a, s).view_as(sample).to(sample.dtype)
         return UNet2DOutput(sample=output) if return_dict else (output,)
+
+    def forward(self, sample, timestep, return_dict=True):
+        x, a, s = self._kernel(sample, timestep)
+        return self._output(self.mixture.score(x, a, s), x, a, s, sample, return_dict)
+
+
+class ConditionalGaussianMixtureModel(GaussianMixtureModel):
+    """The exact class-conditional network of a mixture whose components are the classes, in the classifier-free
+    guidance convention: ``num_class_embeds = K + 1`` (in its config, as a ``UNet2DModel`` has it); label k < K gives
+    the score of component k alone, label K (the unconditional one) the mixture's score.
+
+    Args: as :class:`GaussianMixtureModel`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_to_config(num_class_embeds=self.config.num_components + 1, class_embed_type=None)
+
+    def forward(self, sample, timestep, class_labels=None, return_dict=True):
+        if class_labels is None:
+            raise ValueError("class_labels should be provided when doing class conditioning")  # as UNet2DModel says
+        x, a, s = self._kernel(sample, timestep)
+        labels = torch.as_tensor(class_labels, device=sample.device).reshape(-1).expand(sample.shape[0])
+        unconditional = labels == self.config.num_components
+        component = self.mixture.component_score(x, labels.clamp(max=self.config.num_components - 1), a, s)
+        score = torch.where(unconditional[:, None], self.mixture.score(x, a, s), component)
+        return self._output(score, x, a, s, sample, return_dict)
+
+
+class GaussianMixtureClassifier(GaussianMixtureModel):
+    """The exact noise-conditional classifier of a mixture's components, fed exactly what the score network is fed:
+    its logits are log p_t(k | x) (a ``UNet2DOutput``-free tensor output, as classifier guidance takes it).
+
+    Args: as :class:`GaussianMixtureModel`; ``num_classes`` in its config is K.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_to_config(num_classes=self.config.num_components)
+
+    def forward(self, sample, timestep, return_dict=True):
+        x, a, s = self._kernel(sample, timestep)
+        logits = self.mixture.component_log_posterior(x, a, s)
+        return logits if return_dict else (logits,)
+
+
+class GaussianMixturePosterior:
+    """The exact posterior of a diagonal mixture observed through y = A x + n, n ~ N(0, r^2 I): again a mixture, with
+    per-measurement weights and means and per-component covariances (REFERENCE: conditional sampling).
+
+    Component k has weight proportional to w_k N(y; A m_k, S_k) with S_k = A V_k A^T + r^2 I, mean
+    m_k + V_k A^T S_k^-1 (y - A m_k) and covariance V_k - V_k A^T S_k^-1 A V_k (singular in the directions a noiseless
+    measurement fixes).
+
+    Args:
+        mixture (`GaussianMixture`): the prior.
+        matrix (`torch.Tensor`): A, (M, D).
+        measurement (`torch.Tensor`): y, (B, M).
+        noise_std (`float`): r >= 0.
+    """
+
+    def __init__(self, mixture, matrix, measurement, noise_std):
+        a = matrix.to(torch.float64)
+        y = measurement.to(torch.float64).flatten(1)
+        prior_cov = torch.diag_embed(mixture.variances)  # (K, D, D)
+        innovation = a @ prior_cov @ a.T + noise_std**2 * torch.eye(a.shape[0], dtype=torch.float64)  # S_k
+        gain = prior_cov @ a.T @ torch.linalg.inv(innovation)  # (K, D, M)
+        predicted = mixture.means @ a.T  # (K, M)
+        residual = y[:, None, :] - predicted[None]  # (B, K, M)
+        log_normal = torch.distributions.MultivariateNormal(torch.zeros_like(predicted), innovation).log_prob(residual)
+        self.weights = torch.softmax(torch.log(mixture.weights)[None] + log_normal, dim=1)  # (B, K)
+        self.means = mixture.means[None] + torch.einsum("kdm,bkm->bkd", gain, residual)  # (B, K, D)
+        self.covariances = prior_cov - gain @ a @ prior_cov  # (K, D, D)
+        eigenvalues, eigenvectors = torch.linalg.eigh(self.covariances)
+        self._range = eigenvalues > eigenvalues.amax(dim=1, keepdim=True) * 1e-9
+        self._eigenvalues, self._eigenvectors = eigenvalues.clamp(min=1e-300), eigenvectors
+
+    def _whitened(self, samples):
+        """(B, K, D) coordinates of each sample in each component's eigenbasis, scaled to unit variance (0 off-range)."""
+        diff = samples.to(torch.float64)[:, None, :] - self.means
+        coordinates = torch.einsum("kde,bkd->bke", self._eigenvectors, diff) / self._eigenvalues.sqrt()[None]
+        return torch.where(self._range[None], coordinates, torch.zeros_like(coordinates))
+
+    def fidelity(self, samples):
+        """How well ``samples`` (B, D), one per measurement row, follow the posterior.
+
+        Returns ``variance_ratio`` (mean squared Mahalanobis distance per free dimension to the assigned component; 1
+        for exact samples), ``mode_weight_error`` (largest gap between the share of samples assigned to a component and
+        its mean posterior weight) and ``observed_error`` (largest distance, in the fixed directions, from the
+        component mean: 0 when the measurement is reproduced exactly).
+        """
+        whitened = self._whitened(samples)
+        log_density = -0.5 * (whitened.pow(2) + torch.log(2 * math.pi * self._eigenvalues)[None] * self._range[None]).sum(-1)
+        labels = (torch.log(self.weights) + log_density).argmax(1)
+        rows = torch.arange(len(samples))
+        chosen = whitened[rows, labels]
+        ratio = chosen.pow(2).sum() / self._range[labels].sum()
+        shares = torch.bincount(labels, minlength=self.weights.shape[1]).to(torch.float64) / len(samples)
+        diff = samples.to(torch.float64) - self.means[rows, labels]
+        fixed = torch.einsum("bde,bd->be", self._eigenvectors[labels], diff).abs() * (~self._range[labels])
+        return {
+            "variance_ratio": ratio.item(),
+            "mode_weight_error": (shares - self.weights.mean(0)).abs().max().item(),
+            "observed_error": fixed.max().item(),
+        }

@@ -1,5 +1,6 @@
-"""ScoreSDEPipeline: unconditional sampling of a score-SDE model with any diffusers-sde scheduler, or with one of the
-solvers that choose their own steps (``sampler=``). Likelihood, encode and decode come from
+"""ScoreSDEPipeline: sampling of a score-SDE model with any diffusers-sde scheduler, or with one of the solvers that
+choose their own steps (``sampler=``), unconditionally or guided towards classes (a noise-conditional classifier, or a
+class-conditional network with classifier-free guidance). Likelihood, encode and decode come from
 :class:`~diffusers_sde.pipelines.probability_flow.ProbabilityFlowMixin`."""
 
 import torch
@@ -8,13 +9,14 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import deprecate, logging
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..parameterization import score_function
+from ..guidance.guidance import resolve_guidance
 from ..schedulers.scheduling_predictor_corrector import PredictorCorrectorScheduler
 from ..schedulers.scheduling_score_sde import ScoreSDESchedulerMixin
 from ..solvers.gotta_go_fast import check_gotta_go_fast_arguments, sample_gotta_go_fast
 from ..solvers.noise_removal import remove_noise
 from ..solvers.reverse_sde_torchsde import check_torchsde_arguments, sample_reverse_sde
 from ..validation import check_integer
+from .denoising_loop import denoising_loop
 from .image_processing import check_output_type, postprocess, sample_shape
 from .outputs import ScoreSDEPipelineOutput
 from .probability_flow import ProbabilityFlowMixin
@@ -37,12 +39,17 @@ class ScoreSDEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
             (the stock score-SDE and DDPM repos) is mapped to the equivalent :class:`PredictorCorrectorScheduler`, with
             a logged message; any other diffusers scheduler is refused with the reason. diffusers' discrete schedulers
             do not run here: swap in one of ours with ``XScheduler.from_config(pipe.scheduler.config)``.
+        classifier (`ModelMixin`, *optional*): a noise-conditional classifier for classifier guidance, fed exactly what
+            the unet is fed, ``classifier(sample, timestep)``, returning logits (B, num_classes) as a tensor or as an
+            output with a ``logits`` field (e.g. :class:`~diffusers_sde.guidance.NoiseConditionalClassifier`, trained
+            by ``diffusers-sde train-classifier``). Saved and loaded with the pipeline.
     """
 
-    model_cpu_offload_seq = "unet"
+    model_cpu_offload_seq = "classifier->unet"
+    _optional_components = ["classifier"]
     _callback_tensor_inputs = ["latents"]
 
-    def __init__(self, unet, scheduler):
+    def __init__(self, unet, scheduler, classifier=None):
         super().__init__()
         if not isinstance(scheduler, ScoreSDESchedulerMixin):
             mapped = PredictorCorrectorScheduler.from_config(scheduler.config)
@@ -53,7 +60,7 @@ class ScoreSDEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
                 " ExponentialIntegratorScheduler.from_config(pipe.scheduler.config)."
             )
             scheduler = mapped
-        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_modules(unet=unet, scheduler=scheduler, classifier=classifier)
 
     @property
     def num_timesteps(self):
@@ -115,6 +122,8 @@ class ScoreSDEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         atol: float = None,
         max_nfe: int = 10_000,
         solver: str = None,
+        class_labels=None,
+        guidance_scale: float = 1.0,
     ):
         """Generate samples.
 
@@ -149,6 +158,16 @@ class ScoreSDEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
                 (the paper's), ``adaptive_ode`` 1e-5 / 1e-5, ``torchsde`` 0.01 / 0.01 when adaptive.
             max_nfe (`int`): an adaptive solve stops with ``MaxNFEExceededError`` past this many network evaluations.
             solver (`str`, *optional*): deprecated name of ``sampler`` (``"ode"`` is now ``"adaptive_ode"``).
+            class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*): the class of each sample (one int for the
+                whole batch, or ``batch_size`` labels), in 0..num_classes-1. Needs a ``classifier`` or a
+                class-conditional unet (``num_class_embeds = num_classes + 1``, whose last label is the unconditional
+                one; without ``class_labels`` such a unet samples unconditionally). ``sampler="gotta_go_fast"``
+                advances samples separately and takes one label for the batch.
+            guidance_scale (`float`): >= 0. With a classifier: score + guidance_scale * grad_x log p_t(y | x) (Song et
+                al. 2021, Eq. 14; 1 is the conditional score of an exact classifier, 0 the unconditional model). With a
+                class-conditional unet (classifier-free guidance, Ho & Salimans 2021): output = uncond +
+                guidance_scale * (cond - uncond), diffusers' convention, 1 being the plain conditional network; other
+                values run the network on a doubled batch (``nfe`` still counts steps of the batch).
         """
         if solver is not None:
             if sampler is not None:
@@ -164,6 +183,12 @@ class ScoreSDEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         self._check_inputs(batch_size, shape, generator, latents, output_type, callback_on_step_end,
                            callback_on_step_end_tensor_inputs, sampler)
         _check_sampler(sampler, method, rtol, atol, num_inference_steps, max_nfe)
+        guidance = resolve_guidance(self.unet, self.classifier, class_labels, guidance_scale, batch_size)
+        labels = guidance.class_labels
+        if sampler == "gotta_go_fast" and labels is not None and not bool((labels == labels[0]).all()):
+            raise ValueError(f"sampler='gotta_go_fast' advances each sample on its own and evaluates sub-batches, so it"
+                             f" takes one class label for the batch; got class_labels {labels.tolist()}. Draw one class"
+                             " per call, or use another sampler.")
         device = self._execution_device
         # The SDE math runs in float32 or better whatever the network's dtype.
         sample_dtype = torch.promote_types(latents.dtype, torch.float32) if latents is not None else torch.float32
@@ -175,10 +200,11 @@ class ScoreSDEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         self._num_timesteps = None
 
         if sampler is not None:
-            sample, nfe = self._sample_with(sampler, sample, num_inference_steps, generator, method, rtol, atol, max_nfe)
+            sample, nfe = self._sample_with(sampler, sample, num_inference_steps, generator, method, rtol, atol, max_nfe,
+                                            guidance)
         else:
             sample, nfe = self._run_scheduler(sample, num_inference_steps, generator, callback_on_step_end,
-                                              callback_on_step_end_tensor_inputs)
+                                              callback_on_step_end_tensor_inputs, guidance)
         self.maybe_free_model_hooks()
 
         images = postprocess(sample, output_type, self.scheduler.config.data_centered)
@@ -186,34 +212,26 @@ class ScoreSDEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
             return (images, nfe)
         return ScoreSDEPipelineOutput(images=images, nfe=nfe)
 
-    def _run_scheduler(self, sample, num_inference_steps, generator, callback_on_step_end, tensor_inputs):
-        """The diffusers denoising loop over ``scheduler.timesteps``; returns (sample, NFE)."""
-        scheduler, model_dtype = self.scheduler, self.unet.dtype
-        scheduler.set_timesteps(num_inference_steps, device=sample.device)
-        self._num_timesteps = len(scheduler.timesteps)
-        nfe = 0
-        for i, t in enumerate(self.progress_bar(scheduler.timesteps)):
-            if self.interrupt:
-                continue
-            model_input = scheduler.scale_model_input(sample, t).to(model_dtype)
-            model_output = self.unet(model_input, t).sample
-            sample = scheduler.step(model_output.to(sample.dtype), t, sample, generator=generator).prev_sample
-            nfe += 1
-            if callback_on_step_end is not None:
-                outputs = callback_on_step_end(self, i, t, {name: sample for name in tensor_inputs})
-                if not isinstance(outputs, dict):
-                    raise ValueError(
-                        f"callback_on_step_end must return a dict (e.g. the callback_kwargs it was given), got"
-                        f" {type(outputs).__name__} at step {i}."
-                    )
-                sample = outputs.pop("latents", sample)
-        return sample, nfe
+    def _run_scheduler(self, sample, num_inference_steps, generator, callback_on_step_end, tensor_inputs, guidance):
+        """The diffusers denoising loop over ``scheduler.timesteps``, with ``guidance``'s network and classifier term;
+        returns (sample, NFE)."""
+        self.scheduler.set_timesteps(num_inference_steps, device=sample.device)
+
+        def guided(unet, scheduler, x, t, level):
+            output = guidance.model(scheduler.scale_model_input(x, t).to(unet.dtype), t).sample.to(x.dtype)
+            # The classifier term goes in as score, converted at the level the step reads the output at.
+            return guidance.guide_output(output, x, t, scheduler.parameterization, level), None
+
+        return denoising_loop(self, sample, self.scheduler.timesteps, generator, guided,
+                              callback_on_step_end=callback_on_step_end,
+                              callback_on_step_end_tensor_inputs=tensor_inputs)
 
     # --- samplers that choose their own steps (sampler=...) ---------------------------------------------------
-    def _sample_with(self, sampler, sample, num_inference_steps, generator, method, rtol, atol, max_nfe):
-        """Sample from the prior sample ``sample`` with an adaptive or torchsde solver; returns (sample, NFE)."""
+    def _sample_with(self, sampler, sample, num_inference_steps, generator, method, rtol, atol, max_nfe, guidance):
+        """Sample from the prior sample ``sample`` with an adaptive or torchsde solver and ``guidance``'s score;
+        returns (sample, NFE)."""
         sde, eps = self.scheduler.sde, self.scheduler.config.sampling_eps
-        with time_progress(self, score_function(self.unet, self.scheduler), 1.0, eps, sampler) as score:
+        with time_progress(self, guidance.score_function(self.scheduler), 1.0, eps, sampler) as score:
             if sampler == "gotta_go_fast":
                 return sample_gotta_go_fast(sde, score, sample, eps, rtol=rtol, atol=atol, generator=generator,
                                             max_nfe=max_nfe)

@@ -7,7 +7,7 @@ One front end serves the three: the inputs are parsed by ``image_processing``, t
 import math
 import torch
 
-from ..parameterization import score_function
+from ..guidance.guidance import resolve_guidance
 from ..solvers.probability_flow_ode import ProbabilityFlowODE
 from ..validation import check_integer, check_number
 from .image_processing import check_data_range, check_num_levels, data_range, parse_images, pixels_to_data, postprocess
@@ -43,13 +43,17 @@ def slerp(start, end, weight):
 class ProbabilityFlowMixin:
     """``log_likelihood``, ``encode`` and ``decode`` of a pipeline with ``unet`` and a diffusers-sde ``scheduler``."""
 
+    def _unconditional_score(self):
+        """The model's score; a class-conditional network is fed its unconditional label (the marginal density)."""
+        return resolve_guidance(self.unet, None, None, 1.0, 1).score_function(self.scheduler)
+
     def _probability_flow_ode(self, rtol, atol, method, max_nfe, score=None):
-        score = score or score_function(self.unet, self.scheduler)
+        score = score or self._unconditional_score()
         return ProbabilityFlowODE(self.scheduler.sde, score, rtol=rtol, atol=atol, method=method, max_nfe=max_nfe)
 
     def _solve_with_progress(self, description, t_start, t_end, rtol, atol, method, max_nfe, solve):
         """Run ``solve(ode)`` on the probability-flow ODE with a progress bar over [t_start, t_end]."""
-        with time_progress(self, score_function(self.unet, self.scheduler), t_start, t_end, description) as score:
+        with time_progress(self, self._unconditional_score(), t_start, t_end, description) as score:
             return solve(self._probability_flow_ode(rtol, atol, method, max_nfe, score))
 
     def _parse_data(self, images, num_levels):

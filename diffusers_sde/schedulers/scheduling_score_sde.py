@@ -124,7 +124,7 @@ def _translate_foreign_config(config):
         return dict(
             sde_type="vp", beta_min=config["beta_start"] * steps, beta_max=config["beta_end"] * steps,
             num_train_timesteps=steps, prediction_type=config.get("prediction_type", "epsilon"),
-            timestep_type="discrete", data_centered=True,
+            timestep_type="ddpm", data_centered=True,  # trained on DDPM's discrete schedule
         )
     raise ValueError(
         f"scheduler config of class {name!r} cannot be mapped to a score SDE. Allowed: diffusers-sde schedulers"
@@ -168,6 +168,7 @@ class ScoreSDESchedulerMixin(SchedulerMixin, ConfigMixin):
         self.num_inference_steps = None
         self.timesteps = None
         self._plan = []
+        self._grid_levels = []
         self._step_index = None
         self._begin_index = None
         self._finite_flags = []
@@ -231,7 +232,8 @@ class ScoreSDESchedulerMixin(SchedulerMixin, ConfigMixin):
             num_inference_steps = check_integer("num_inference_steps", num_inference_steps, minimum=1)
             times = self._grid_times(num_inference_steps)
         self.num_inference_steps = len(times)
-        self._plan = self._build_plan([self._level(t) for t in times.tolist()])
+        self._grid_levels = [self._level(t) for t in times.tolist()]
+        self._plan = self._build_plan(self._grid_levels)
         plan_times = torch.tensor([entry.level.t for entry in self._plan], dtype=torch.float64)
         self.timesteps = self.parameterization.model_time(plan_times).to(device=device, dtype=torch.float32)
         self._step_index = None
@@ -244,15 +246,18 @@ class ScoreSDESchedulerMixin(SchedulerMixin, ConfigMixin):
 
     def _level(self, t):
         t64 = torch.tensor(t, dtype=torch.float64)
-        a, s = self.sde.marginal(t64)
+        a, s = self.parameterization.marginal(t64)
         return NoiseLevel(t=t, a=a.item(), s=s.item(), g=self.sde.diffusion(t64).item(),
                           f=self.sde.drift_coefficient(t64).item())
 
     def add_noise(self, original_samples, noise, timesteps):
-        """Forward SDE marginal: x_t = a(t) x_0 + s(t) noise, with ``timesteps`` in the network's time convention
-        (one for the batch, or one per sample)."""
+        """Forward marginal x_t = a(t) x_0 + s(t) noise (the kernel the network was trained with, see
+        ``Parameterization.marginal``), with ``timesteps`` in the network's time convention (one for the batch, or one
+        per sample)."""
         t = self.parameterization.time_from_model_time(torch.as_tensor(timesteps, device=original_samples.device))
-        return self.sde.perturb(original_samples, t.to(torch.float64).flatten(), noise).to(original_samples.dtype)
+        a, s = self.parameterization.marginal(t.to(torch.float64).flatten())
+        shape = (-1,) + (1,) * (original_samples.dim() - 1)
+        return (a.reshape(shape) * original_samples + s.reshape(shape) * noise).to(original_samples.dtype)
 
     # --- position in the plan --------------------------------------------------------------------------------
     @property
@@ -300,6 +305,12 @@ class ScoreSDESchedulerMixin(SchedulerMixin, ConfigMixin):
                 " e.g. scheduler.timesteps[t_start * scheduler.order]."
             )
         return starts[0]
+
+    @property
+    def grid_levels(self):
+        """The grid's noise levels, one per grid time from t = 1 down to ``sampling_eps`` (set by ``set_timesteps``);
+        for samplers that walk the grid with their own kernel (e.g. the twisted diffusion sampler)."""
+        return list(self._grid_levels)
 
     @property
     def sample_level(self):

@@ -45,11 +45,13 @@ def to_model_range(unit_images, data_centered):
     return unit_images * 2 - 1 if data_centered else unit_images
 
 
-def load_digits_dataset(data_centered=True, split="train"):
-    """sklearn digits as a (N, 1, 8, 8) float32 tensor in the model's data range."""
-    images, _ = digits_split(split)
+def load_digits_dataset(data_centered=True, split="train", with_labels=False):
+    """sklearn digits as a (N, 1, 8, 8) float32 tensor in the model's data range (and their (N,) int64 labels 0..9
+    with ``with_labels``)."""
+    images, labels = digits_split(split)
     unit = torch.from_numpy(images / DIGITS_GREY_LEVELS).to(torch.float32)[:, None]
-    return to_model_range(unit, data_centered)
+    images = to_model_range(unit, data_centered)
+    return (images, torch.from_numpy(labels).to(torch.int64)) if with_labels else images
 
 
 def load_image_folder(path, data_centered=True):
@@ -92,7 +94,7 @@ def _stack_images(images, source, data_centered):
     return to_model_range(stacked.contiguous(), data_centered)
 
 
-def load_hf_dataset(path, data_centered=True, split="train", image_column=None, imagefolder=False):
+def load_hf_dataset(path, data_centered=True, split="train", image_column=None, imagefolder=False, with_labels=False):
     """The images of a Hugging Face ``datasets`` dataset on local disk as a (N, C, H, W) float32 tensor.
 
     Args:
@@ -102,6 +104,8 @@ def load_hf_dataset(path, data_centered=True, split="train", image_column=None, 
         split (`str`): the split of a ``DatasetDict`` or of the image folder.
         image_column (`str`, *optional*): the column holding the images; default: the first column of type ``Image``.
         imagefolder (`bool`): read ``path`` with the ``imagefolder`` builder instead of ``load_from_disk``.
+        with_labels (`bool`): also return the (N,) int64 class labels of its first ``ClassLabel`` column (the class
+            subfolders of an image folder).
     """
     try:
         import datasets
@@ -126,7 +130,15 @@ def load_hf_dataset(path, data_centered=True, split="train", image_column=None, 
     if len(dataset) == 0:
         raise ValueError(f"--data {path!r}: the {split!r} split is empty.")
     images = [(f"row {index}", image) for index, image in enumerate(dataset[column])]
-    return _stack_images(images, f"dataset {path!r}", data_centered)
+    stacked = _stack_images(images, f"dataset {path!r}", data_centered)
+    if not with_labels:
+        return stacked
+    label_columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.ClassLabel)]
+    if not label_columns:
+        raise ValueError(f"--num-classes needs class labels, but --data {path!r} has no column of type"
+                         f" datasets.ClassLabel (its features are {dict(dataset.features)}); an image folder gets one"
+                         " from class subfolders.")
+    return stacked, torch.as_tensor(dataset[label_columns[0]], dtype=torch.int64)
 
 
 def random_horizontal_flip(images, generator=None):
@@ -135,13 +147,20 @@ def random_horizontal_flip(images, generator=None):
     return torch.where(flip.to(images.device).reshape(-1, *([1] * (images.dim() - 1))), images.flip(-1), images)
 
 
-def load_dataset(data, data_centered=True):
+def load_dataset(data, data_centered=True, with_labels=False):
     """``data`` is ``"digits"`` (the embedded sklearn digits, train split), ``imagefolder:<path>``, a folder written by
-    ``datasets``' ``save_to_disk`` (both need the ``datasets`` library), or a folder of image files."""
+    ``datasets``' ``save_to_disk`` (both need the ``datasets`` library), or a folder of image files.
+
+    With ``with_labels`` returns ``(images, labels)``, the labels (N,) int64: the digits' 0..9, or a ``datasets``
+    ``ClassLabel`` column; a plain image folder has none and is refused.
+    """
     if data == "digits":
-        return load_digits_dataset(data_centered)
+        return load_digits_dataset(data_centered, with_labels=with_labels)
     if data.startswith(IMAGEFOLDER_PREFIX):
-        return load_hf_dataset(data[len(IMAGEFOLDER_PREFIX):], data_centered, imagefolder=True)
+        return load_hf_dataset(data[len(IMAGEFOLDER_PREFIX):], data_centered, imagefolder=True, with_labels=with_labels)
     if any(os.path.isfile(os.path.join(data, marker)) for marker in SAVED_DATASET_MARKERS):
-        return load_hf_dataset(data, data_centered)
+        return load_hf_dataset(data, data_centered, with_labels=with_labels)
+    if with_labels:
+        raise ValueError(f"--num-classes needs class labels, but --data {data!r} is a plain image folder, which has"
+                         f" none; pass 'digits', or imagefolder:<path> with one subfolder per class.")
     return load_image_folder(data, data_centered)

@@ -36,6 +36,8 @@ import math
 
 import torch
 
+from ..validation import check_choice
+
 WEIGHTINGS = ("std", "likelihood")
 LOSSES = ("continuous", "discrete")
 REDUCTIONS = ("mean", "sum")
@@ -56,11 +58,6 @@ def _reduce(per_element, reduction):
     """Reduce over all but the batch dimension."""
     flat = per_element.flatten(1)
     return flat.mean(1) if reduction == "mean" else flat.sum(1)
-
-
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
 
 
 def model_output(model, sample, timestep):
@@ -144,8 +141,8 @@ def denoising_score_matching_loss(
     Returns:
         The mean loss over the batch (a scalar tensor), or ``(loss, per_sample, t)`` with ``return_per_sample``.
     """
-    _check_choice("weighting", weighting, WEIGHTINGS)
-    _check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("weighting", weighting, WEIGHTINGS)
+    check_choice("reduction", reduction, REDUCTIONS)
     if not 0 < eps < 1:
         raise ValueError(f"eps must be in (0, 1), got {eps!r}.")
     if importance_sampling and weighting != "likelihood":
@@ -208,7 +205,7 @@ def discrete_score_matching_loss(model, x0, sde, parameterization, reduction="me
     Returns:
         The mean loss over the batch, or ``(loss, per_sample, i)`` with ``return_per_sample``.
     """
-    _check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("reduction", reduction, REDUCTIONS)
     levels = discrete_noise_levels(sde, parameterization.num_train_timesteps)
     uniform = _random(torch.rand, (x0.shape[0],), generator, x0.device, torch.float64)
     index = (uniform * len(levels[0])).long().clamp(max=len(levels[0]) - 1)
@@ -237,8 +234,8 @@ def sliced_score_matching_loss(score_fn, x, num_projections=1, projection="gauss
         reduction (`str`): ``"sum"`` (the objective above) or ``"mean"`` (divided by the number of elements per sample).
         return_per_sample (`bool`): also return the (B,) per-sample values.
     """
-    _check_choice("projection", projection, PROJECTIONS)
-    _check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("projection", projection, PROJECTIONS)
+    check_choice("reduction", reduction, REDUCTIONS)
     if not (isinstance(num_projections, int) and num_projections >= 1):
         raise ValueError(f"num_projections must be an integer >= 1, got {num_projections!r}.")
     x = x.detach().requires_grad_(True)

@@ -7,11 +7,15 @@ What a run guarantees:
 - Atomic checkpoints: ``checkpoint-N`` is written under a temporary name and renamed into place, so a run killed while
   saving leaves the previous checkpoint intact and loadable.
 - A non-finite loss stops the run with an error naming the step and the last good checkpoint (never overwritten).
+- Resuming refuses a checkpoint of a different model (SDE, parameterization, preset, data shape) and reports the options
+  that changed; SIGINT and SIGTERM end the run with :class:`TrainingInterrupted`, naming the last checkpoint.
 """
 
 import dataclasses
 import os
 import shutil
+import signal
+import warnings
 
 import torch
 from tqdm.auto import tqdm
@@ -25,6 +29,40 @@ from .presets import UNET_PRESETS, build_unet
 CHECKPOINT_PREFIX = "checkpoint-"
 EMA_DECAYS = {"ve": 0.999, "vp": 0.9999, "subvp": 0.9999}  # paper configs
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
+# Adam's learning rate and linear warm-up. The paper's 2e-4 over 5000 warm-up steps suits CIFAR-10-size networks trained
+# for 10^5+ steps; digits-tiny learns the digits in 2000 steps at 1e-3 after 100 (the embedded model, docs/training.md).
+PAPER_OPTIMIZER = dict(learning_rate=2e-4, warmup_steps=5000)
+PRESET_OPTIMIZERS = {"digits-tiny": dict(learning_rate=1e-3, warmup_steps=100),
+                     "digits-mini": dict(learning_rate=1e-3, warmup_steps=100)}
+# Share of labels replaced by the unconditional one when --label-dropout is unset (Ho & Salimans 2021 use 0.1-0.2).
+DEFAULT_LABEL_DROPOUT = 0.1
+# What the network computes: a checkpoint can only resume with the same values (and data of the same shape).
+MODEL_FIELDS = ("sde_type", "sigma_min", "sigma_max", "beta_min", "beta_max", "num_train_timesteps", "prediction_type",
+                "timestep_type", "data_centered", "model_preset", "num_classes")
+SDE_PARAMETERS = {"ve": ("sigma_min", "sigma_max"), "vp": ("beta_min", "beta_max"), "subvp": ("beta_min", "beta_max")}
+
+
+class TrainingWarning(UserWarning):
+    """A setting that runs but is probably not what was meant (the warm-up outlasting the run, say)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM stopped training; ``last_checkpoint`` is the checkpoint to resume from, or None."""
+
+    def __init__(self, signal_name, step, max_steps, last_checkpoint, checkpointing_steps):
+        self.signal_name, self.step, self.last_checkpoint = signal_name, step, last_checkpoint
+        self.signal_number = int(getattr(signal, signal_name, signal.SIGINT))
+        if last_checkpoint:
+            where = f"last checkpoint: {last_checkpoint}"
+        elif checkpointing_steps:
+            where = f"no checkpoint yet (the first comes at step {checkpointing_steps}): nothing to resume from"
+        else:
+            where = "no checkpoints (--checkpointing-steps 0): nothing to resume from"
+        super().__init__(f"training stopped by {signal_name} at step {step}/{max_steps}; {where}")
+
+
+class PushToHubError(RuntimeError):
+    """The pipeline was saved locally, completely; only the upload to the Hub failed."""
 
 
 @dataclasses.dataclass
@@ -39,16 +77,23 @@ class TrainingConfig:
         sde_type (`str`): ``"ve"``, ``"vp"`` or ``"subvp"``; sigma_min, sigma_max, beta_min, beta_max: its parameters.
         prediction_type, timestep_type, data_centered: the parameterization; ``None`` takes the SDE's paper default.
         model_preset (`str`): a name in ``UNET_PRESETS``.
+        num_classes (`int`, *optional*): K: train a class-conditional network for classifier-free guidance
+            (``num_class_embeds = K + 1``, the last label, K, being the unconditional one) on labelled data.
+        label_dropout (`float`, *optional*): with ``num_classes``, the probability that a training label is replaced by
+            the unconditional label K, so one network learns both scores (default 0.1).
         loss (`str`): ``"continuous"`` (Eq. 7) or ``"discrete"`` (SMLD for VE, DDPM for VP, over
             ``num_train_timesteps`` levels; takes no weighting, importance sampling or eps).
         weighting (`str`), importance_sampling (`bool`), reduction (`str`), eps (`float`): the loss, see ``losses``.
         max_steps (`int`): optimizer steps. batch_size (`int`): per process and micro-batch.
         gradient_accumulation_steps (`int`), mixed_precision (`str`): passed to ``accelerate.Accelerator``.
         learning_rate (`float`), warmup_steps (`int`), grad_clip (`float`): Adam with linear warm-up, norm clipping.
+            ``None`` takes the preset's (``PRESET_OPTIMIZERS``: 1e-3 and 100 for ``digits-tiny``), else the paper's
+            2e-4 and 5000.
         ema_decay (`float`): ``None`` takes 0.999 (VE) / 0.9999 (VP, sub-VP); EMA uses diffusers' warm-up.
         checkpointing_steps (`int`): save ``checkpoint-N`` every this many steps (0: never).
         checkpoint_dir (`str`): ``None`` means ``<output_dir>/checkpoints``. checkpoints_total_limit: keep this many.
-        resume (`str`): ``None``, ``"latest"`` or a checkpoint folder.
+        resume (`str`): ``None``, ``"latest"`` or a checkpoint folder. The checkpoint must come from the same model
+            (``MODEL_FIELDS`` and the data's shape); other options may change, and those that do are reported.
         seed (`int`), log_every (`int`).
         sample_every (`int`): every this many steps, write a grid of ``num_samples`` samples of the EMA weights to
             ``<output_dir>/samples/step-N.png`` (0: never).
@@ -69,6 +114,8 @@ class TrainingConfig:
     timestep_type: str = None
     data_centered: bool = None
     model_preset: str = "digits-tiny"
+    num_classes: int = None
+    label_dropout: float = None
     loss: str = "continuous"
     weighting: str = "std"
     importance_sampling: bool = False
@@ -78,8 +125,8 @@ class TrainingConfig:
     batch_size: int = 128
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"
-    learning_rate: float = 2e-4
-    warmup_steps: int = 5000
+    learning_rate: float = None
+    warmup_steps: int = None
     grad_clip: float = 1.0
     ema_decay: float = None
     checkpointing_steps: int = 500
@@ -108,26 +155,54 @@ class TrainingConfig:
             ("max_steps", self.max_steps >= 1, "an integer >= 1"),
             ("batch_size", self.batch_size >= 1, "an integer >= 1"),
             ("gradient_accumulation_steps", self.gradient_accumulation_steps >= 1, "an integer >= 1"),
-            ("learning_rate", self.learning_rate > 0, "> 0"),
-            ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
+            ("learning_rate", self.learning_rate is None or self.learning_rate > 0, "> 0"),
+            ("warmup_steps", self.warmup_steps is None or self.warmup_steps >= 0, ">= 0"),
             ("grad_clip", self.grad_clip > 0, "> 0"),
             ("checkpointing_steps", self.checkpointing_steps >= 0, ">= 0 (0 disables checkpoints)"),
             ("checkpoints_total_limit", self.checkpoints_total_limit >= 1, ">= 1"),
             ("eps", 0 < self.eps < 1, "in (0, 1)"),
             ("ema_decay", self.ema_decay is None or 0 <= self.ema_decay < 1, "in [0, 1)"),
             ("sample_every", self.sample_every >= 0, ">= 0 (0 disables sample grids)"),
+            ("num_classes", self.num_classes is None or self.num_classes >= 1, "an integer >= 1 (or unset: unconditional)"),
+            ("label_dropout", self.label_dropout is None or 0 <= self.label_dropout < 1, "in [0, 1)"),
             ("num_samples", self.num_samples >= 1, "an integer >= 1"),
         ]
         for name, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"--{name.replace('_', '-')} must be {allowed}, got {getattr(self, name)!r}.")
+        if self.label_dropout is not None and self.num_classes is None:
+            raise ValueError(f"--label-dropout {self.label_dropout} needs --num-classes (a class-conditional model).")
         if self.importance_sampling and self.weighting != "likelihood":
             raise ValueError("--importance-sampling needs --weighting likelihood, got --weighting std.")
+        if self.loss == "discrete" and self.sde_type == "vp" and self.timestep_type not in (None, "ddpm"):
+            raise ValueError(f"--loss discrete with --sde-type vp trains on DDPM's discrete kernel, which only"
+                             f" --timestep-type ddpm (the default here) samples with; got --timestep-type"
+                             f" {self.timestep_type}.")
 
     def resolved(self, name):
-        """A parameterization field, with the SDE's paper default when unset."""
+        """A field's value, with its default when unset (None): the SDE's paper parameterization and EMA decay, the
+        preset's optimizer settings."""
         value = getattr(self, name)
-        return PARAMETERIZATION_DEFAULTS[self.sde_type][name] if value is None else value
+        if value is not None:
+            return value
+        if name in PAPER_OPTIMIZER:
+            return PRESET_OPTIMIZERS.get(self.model_preset, PAPER_OPTIMIZER)[name]
+        if name == "ema_decay":
+            return EMA_DECAYS[self.sde_type]
+        if name == "timestep_type" and self.loss == "discrete" and self.sde_type == "vp":
+            return "ddpm"  # DDPM's loss trains on its discrete kernel: the saved model must be sampled with it
+        if name == "label_dropout":
+            return DEFAULT_LABEL_DROPOUT if self.num_classes is not None else None
+        return PARAMETERIZATION_DEFAULTS[self.sde_type].get(name)
+
+    def warn_about_settings(self):
+        warmup_steps = self.resolved("warmup_steps")
+        if warmup_steps > self.max_steps:
+            reached = self.max_steps / warmup_steps
+            warnings.warn(
+                f"--warmup-steps {warmup_steps} exceeds --max-steps {self.max_steps}: the learning rate only climbs to"
+                f" {reached:.0%} of --learning-rate {self.resolved('learning_rate'):g}; lower --warmup-steps or raise"
+                " --max-steps.", TrainingWarning, stacklevel=3)
 
 
 # --- checkpoints -------------------------------------------------------------------------------------------------
@@ -224,8 +299,68 @@ def _save_samples(unet, ema, scheduler, config, path):
         ema.restore(unet.parameters())
 
 
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def _compare_with_checkpoint(config, state, data_shape, resume_path):
+    """Refuse a checkpoint of another model (one line listing the differences); return the other changed options."""
+    if "config" not in state:  # written by another tool: nothing to compare with
+        return []
+    fields = {field.name for field in dataclasses.fields(TrainingConfig)}
+    stored = TrainingConfig(**{name: value for name, value in state["config"].items() if name in fields})
+    sde_parameters = {name for names in SDE_PARAMETERS.values() for name in names}
+    model_fields = [name for name in MODEL_FIELDS  # an SDE's parameters matter only if it uses them
+                    if name not in sde_parameters or name in SDE_PARAMETERS[stored.sde_type]]
+    def changed(names):
+        return [f"{_flag(name)} {stored.resolved(name)} -> {config.resolved(name)}" for name in names
+                if stored.resolved(name) != config.resolved(name)]
+
+    differing = changed(model_fields)
+    stored_shape = state.get("data_shape")
+    if stored_shape is not None and list(stored_shape) != list(data_shape):
+        differing.append(f"--data image shape {'x'.join(map(str, stored_shape))} -> {'x'.join(map(str, data_shape))}")
+    if differing:
+        raise ValueError(
+            f"--resume {resume_path} holds a different model: {', '.join(differing)} (checkpoint -> now); resume with"
+            " the checkpoint's values, or train the new model into another --output-dir.")
+    return changed(sorted(fields - set(MODEL_FIELDS) - {"resume"}))
+
+
+def _set_learning_rate(optimizer, lr_schedule, learning_rate):
+    """After loading a checkpoint: the configured learning rate, at the warm-up's current point."""
+    lr_schedule.base_lrs = [learning_rate] * len(optimizer.param_groups)
+    for group, factor in zip(optimizer.param_groups, lr_schedule.lr_lambdas):
+        group["initial_lr"] = learning_rate
+        group["lr"] = learning_rate * factor(lr_schedule.last_epoch)
+
+
+class _SigtermAsInterrupt:
+    """Within the block, SIGTERM raises KeyboardInterrupt("SIGTERM") as Ctrl-C does, so both end the run the same way."""
+
+    def __enter__(self):
+        self.previous = None
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
 def train(config):
-    """Run training as described by a :class:`TrainingConfig`; returns the saved ``ScoreSDEPipeline``."""
+    """Run training as described by a :class:`TrainingConfig`; returns the saved ``ScoreSDEPipeline``.
+
+    Raises :class:`TrainingInterrupted` on SIGINT / SIGTERM, ``FloatingPointError`` on a non-finite loss and
+    :class:`PushToHubError` when ``push_to_hub`` fails after the local save."""
     import json
 
     from accelerate import Accelerator
@@ -235,6 +370,7 @@ def train(config):
     from ..schedulers import PredictorCorrectorScheduler
 
     config.validate()
+    config.warn_about_settings()
     checkpoint_dir = config.checkpoint_dir or os.path.join(config.output_dir, "checkpoints")
     resume_path = resolve_resume(config.resume, checkpoint_dir) if config.resume else None
 
@@ -246,15 +382,28 @@ def train(config):
     sde = make_sde(config.sde_type, config.sigma_min, config.sigma_max, config.beta_min, config.beta_max)
     parameterization = Parameterization(sde, prediction_type, timestep_type, config.num_train_timesteps)
 
-    data = load_dataset(config.data, data_centered)
+    labels = None
+    if config.num_classes is None:
+        data = load_dataset(config.data, data_centered)
+    else:
+        data, labels = load_dataset(config.data, data_centered, with_labels=True)
+        _check_labels(labels, config.num_classes, config.data)
+    data_shape = list(data.shape[1:])
+    changed = []
+    if resume_path:
+        with open(os.path.join(resume_path, "training_state.json")) as handle:
+            state = json.load(handle)
+        changed = _compare_with_checkpoint(config, state, data_shape, resume_path)
+
+    learning_rate = config.resolved("learning_rate")
     torch.manual_seed(config.seed)  # network initialization
     unet = build_unet(config.model_preset, tuple(data.shape[2:]) if data.shape[2] != data.shape[3] else data.shape[2],
-                      data.shape[1], timestep_type)
-    optimizer = torch.optim.Adam(unet.parameters(), lr=config.learning_rate)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup(config.warmup_steps))
+                      data.shape[1], timestep_type, num_classes=config.num_classes)
+    optimizer = torch.optim.Adam(unet.parameters(), lr=learning_rate)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup(config.resolved("warmup_steps")))
     # The warm-up counts optimizer steps, whatever the number of processes: the schedule is stepped by hand.
     unet, optimizer = accelerator.prepare(unet, optimizer)
-    ema = EMAModel(accelerator.unwrap_model(unet).parameters(), decay=config.ema_decay or EMA_DECAYS[config.sde_type],
+    ema = EMAModel(accelerator.unwrap_model(unet).parameters(), decay=config.resolved("ema_decay"),
                    use_ema_warmup=True, power=3 / 4)
     ema.to(accelerator.device)
     accelerator.register_for_checkpointing(ema, lr_schedule)
@@ -267,65 +416,81 @@ def train(config):
     step = 0
     if resume_path:
         accelerator.load_state(resume_path)
-        with open(os.path.join(resume_path, "training_state.json")) as handle:
-            step = json.load(handle)["step"]
+        step = state["step"]
+        # The checkpoint restores the old learning rate and EMA decay: the options given now take over.
+        _set_learning_rate(optimizer, lr_schedule, learning_rate)
+        ema.decay = config.resolved("ema_decay")
         accelerator.print(f"resumed from {resume_path} at step {step}")
+        if changed:
+            accelerator.print(f"options changed since the checkpoint (checkpoint -> now, applied from here on):"
+                              f" {', '.join(changed)}")
     last_checkpoint = resume_path
 
     data = data.to(accelerator.device)
+    labels = labels.to(accelerator.device) if labels is not None else None
     unet.train()
     accumulation = config.gradient_accumulation_steps
-    running = 0.0
+    running, running_steps = 0.0, 0  # the losses summed since the last log line, and over how many steps
     progress = tqdm(total=config.max_steps, initial=step, desc="training", unit="step",
                     disable=not accelerator.is_local_main_process)
-    while step < config.max_steps:
-        for micro in range(accumulation):
-            micro_batch = step * accumulation + micro
-            indices = _batch_indices(len(data), config.batch_size, micro_batch, config.seed,
-                                     accelerator.process_index, accelerator.num_processes)
-            noise = torch.Generator().manual_seed(_micro_batch_seed(config.seed, micro_batch, accelerator.process_index))
-            with accelerator.accumulate(unet):
-                # The flips come from the micro-batch's generator too, so resumption stays exact.
-                batch = random_horizontal_flip(data[indices], noise) if config.random_flip else data[indices]
-                with accelerator.autocast():
-                    if config.loss == "discrete":
-                        loss = discrete_score_matching_loss(unet, batch, sde, parameterization,
-                                                            reduction=config.reduction, generator=noise)
-                    else:
-                        loss = denoising_score_matching_loss(
-                            unet, batch, sde, parameterization, weighting=config.weighting, eps=config.eps,
-                            reduction=config.reduction, importance_sampling=config.importance_sampling,
-                            generator=noise)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training loss is {loss.item()} at step {step + 1}; stopped without saving. Last good"
-                        f" checkpoint: {last_checkpoint or 'none'} (resume with --resume latest, perhaps with a lower"
-                        " --learning-rate)."
-                    )
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(unet.parameters(), config.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad()
-            running += loss.item() / accumulation
-        step += 1
-        lr_schedule.step()
-        ema.step(accelerator.unwrap_model(unet).parameters())
-        progress.update(1)
-        progress.set_postfix(loss=f"{loss.item():.4f}")
-        if config.sample_every and step % config.sample_every == 0 and accelerator.is_main_process:
-            _save_samples(accelerator.unwrap_model(unet), ema, scheduler, config,
-                          os.path.join(config.output_dir, "samples", f"step-{step}.png"))
-        if config.log_every and step % config.log_every == 0:
-            accelerator.print(f"step {step}/{config.max_steps} loss {running / config.log_every:.4f}"
-                              f" lr {lr_schedule.get_last_lr()[0]:.2e} ema decay {ema.cur_decay_value:.4f}")
-            running = 0.0
-        if config.checkpointing_steps and step % config.checkpointing_steps == 0:
-            state = {"step": step, "config": dataclasses.asdict(config)}
-            last_checkpoint = save_checkpoint_atomically(accelerator, checkpoint_dir, step, state,
-                                                         config.checkpoints_total_limit)
+    try:
+        with _SigtermAsInterrupt():
+            while step < config.max_steps:
+                for micro in range(accumulation):
+                    micro_batch = step * accumulation + micro
+                    indices = _batch_indices(len(data), config.batch_size, micro_batch, config.seed,
+                                             accelerator.process_index, accelerator.num_processes)
+                    noise = torch.Generator().manual_seed(
+                        _micro_batch_seed(config.seed, micro_batch, accelerator.process_index))
+                    with accelerator.accumulate(unet):
+                        # The flips come from the micro-batch's generator too, so resumption stays exact.
+                        batch = random_horizontal_flip(data[indices], noise) if config.random_flip else data[indices]
+                        model = unet if labels is None else _conditioned(
+                            unet, _drop_labels(labels[indices], config.num_classes, config.resolved("label_dropout"),
+                                               noise))
+                        with accelerator.autocast():
+                            if config.loss == "discrete":
+                                loss = discrete_score_matching_loss(model, batch, sde, parameterization,
+                                                                    reduction=config.reduction, generator=noise)
+                            else:
+                                loss = denoising_score_matching_loss(
+                                    model, batch, sde, parameterization, weighting=config.weighting, eps=config.eps,
+                                    reduction=config.reduction, importance_sampling=config.importance_sampling,
+                                    generator=noise)
+                        if not torch.isfinite(loss):
+                            raise FloatingPointError(_non_finite_loss_message(loss, step + 1, last_checkpoint))
+                        accelerator.backward(loss)
+                        if accelerator.sync_gradients:
+                            accelerator.clip_grad_norm_(unet.parameters(), config.grad_clip)
+                        optimizer.step()
+                        optimizer.zero_grad()
+                    running += loss.item() / accumulation
+                step += 1
+                running_steps += 1
+                lr_schedule.step()
+                ema.step(accelerator.unwrap_model(unet).parameters())
+                progress.update(1)
+                progress.set_postfix({"last batch loss": f"{loss.item():.4f}"})
+                if config.sample_every and step % config.sample_every == 0 and accelerator.is_main_process:
+                    _save_samples(accelerator.unwrap_model(unet), ema, scheduler, config,
+                                  os.path.join(config.output_dir, "samples", f"step-{step}.png"))
+                if config.log_every and step % config.log_every == 0:
+                    accelerator.print(
+                        f"step {step}/{config.max_steps} mean loss {running / running_steps:.4f} (steps"
+                        f" {step - running_steps + 1}-{step}) lr {lr_schedule.get_last_lr()[0]:.2e}"
+                        f" ema decay {ema.cur_decay_value:.4f}")
+                    running, running_steps = 0.0, 0
+                if config.checkpointing_steps and step % config.checkpointing_steps == 0:
+                    state = {"step": step, "config": dataclasses.asdict(config), "data_shape": data_shape}
+                    last_checkpoint = save_checkpoint_atomically(accelerator, checkpoint_dir, step, state,
+                                                                 config.checkpoints_total_limit)
+    except KeyboardInterrupt as interrupt:
+        signal_name = interrupt.args[0] if interrupt.args and interrupt.args[0] == "SIGTERM" else "SIGINT"
+        raise TrainingInterrupted(signal_name, step, config.max_steps, last_checkpoint,
+                                  config.checkpointing_steps) from interrupt
+    finally:
+        progress.close()
 
-    progress.close()
     accelerator.wait_for_everyone()
     final = accelerator.unwrap_model(unet)
     ema.copy_to(final.parameters())
@@ -334,6 +499,40 @@ def train(config):
         pipeline.save_pretrained(config.output_dir)
         accelerator.print(f"saved the EMA pipeline to {config.output_dir}")
         if config.push_to_hub:  # after the local save: a failed upload loses nothing
-            pipeline.push_to_hub(config.hub_model_id or os.path.basename(os.path.abspath(config.output_dir)))
+            repo_id = config.hub_model_id or os.path.basename(os.path.abspath(config.output_dir))
+            try:
+                pipeline.push_to_hub(repo_id)
+            except Exception as error:  # noqa: BLE001 - any failure of the upload; the local save is done
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise PushToHubError(f"the pipeline is saved in {config.output_dir} (complete); pushing it to the Hub"
+                                     f" repo {repo_id!r} failed: {reason}") from error
     accelerator.end_training()
     return pipeline
+
+
+def _check_labels(labels, num_classes, data):
+    """Every label of the data must be a class of the model: 0 <= label < num_classes."""
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"--num-classes {num_classes} allows labels 0..{num_classes - 1}, but --data {data!r} has labels"
+                         f" {int(labels.min())}..{int(labels.max())}; pass --num-classes {int(labels.max()) + 1}.")
+
+
+def _drop_labels(labels, num_classes, label_dropout, generator):
+    """Classifier-free guidance training (Ho & Salimans 2021, Alg. 1 line 3): each label becomes the unconditional
+    label ``num_classes`` with probability ``label_dropout``; drawn from the micro-batch's generator (exact resumption)."""
+    dropped = torch.rand(len(labels), generator=generator, device=generator.device) < label_dropout
+    return torch.where(dropped.to(labels.device), torch.full_like(labels, num_classes), labels)
+
+
+def _conditioned(unet, class_labels):
+    """The network as the losses call it, ``model(sample, timestep)``, fed the batch's class labels."""
+    return lambda sample, timestep: unet(sample, timestep, class_labels=class_labels)
+
+
+def _non_finite_loss_message(loss, step, last_checkpoint):
+    if last_checkpoint:
+        advice = (f"Last good checkpoint: {last_checkpoint} (resume with --resume latest, perhaps with a lower"
+                  " --learning-rate).")
+    else:
+        advice = "No checkpoint was saved before it: start again, with a lower --learning-rate."
+    return f"training loss is {loss.item()} at step {step}; stopped without saving. {advice}"

@@ -80,3 +80,44 @@ def test_cli_levels_reach_the_pipeline(saved, tmp_path, capsys):
     values = pipe.log_likelihood(few_levels, generator=torch.Generator().manual_seed(3), divergence="exact",
                                  num_levels=17).bits_per_dim
     assert float(match.group(1)) == pytest.approx(values.mean().item(), abs=1e-4)
+
+
+def test_a_missing_data_folder_is_refused_before_the_model_is_loaded(tmp_path):
+    # --model does not exist either: the --data error must come first, without the seconds a model load costs.
+    with pytest.raises(SystemExit) as error:
+        main(["likelihood", "--model", str(tmp_path / "no-model"), "--data", str(tmp_path / "no-data")])
+    assert str(error.value) == f"--data '{tmp_path / 'no-data'}' is not a folder."
+
+
+def test_one_image_prints_its_figure_without_an_interval(saved, capsys):
+    root, pixels = saved
+    main(["likelihood", "--model", str(root / "model"), "--data", str(root / "data"), "--divergence", "exact",
+          "--seed", "3", "--limit", "1", "--quiet"])
+    printed = capsys.readouterr().out
+    assert "nan" not in printed
+    match = re.search(r"1 image, ([0-9.]+) bits/dim \(one image: no interval\)", printed)
+    assert match, printed
+    pipe = ScoreSDEPipeline.from_pretrained(root / "model")
+    value = pipe.log_likelihood(pixels[:1], generator=torch.Generator().manual_seed(3), divergence="exact").bits_per_dim
+    assert float(match.group(1)) == pytest.approx(value.item(), abs=1e-4)
+
+
+def test_colour_images_for_a_grey_model_follow_the_python_rule(saved, tmp_path, capsys):
+    # The command line no longer converts silently: it hands the PIL images to the pipeline as they are, so it refuses
+    # or scores an RGB file for a 1-channel model exactly as `log_likelihood` does on the same PIL images.
+    root, pixels = saved
+    for i, image in enumerate(pixels[:2]):
+        PIL.Image.fromarray(np.repeat(image, 3, axis=-1), mode="RGB").save(tmp_path / f"{i:02d}.png")
+    rgb = [PIL.Image.open(tmp_path / f"{i:02d}.png").convert("RGB") for i in range(2)]
+    pipe = ScoreSDEPipeline.from_pretrained(root / "model")
+    argv = ["likelihood", "--model", str(root / "model"), "--data", str(tmp_path), "--divergence", "exact", "--seed", "3"]
+    try:
+        expected = pipe.log_likelihood(rgb, generator=torch.Generator().manual_seed(3), divergence="exact").bits_per_dim
+    except ValueError as error:
+        with pytest.raises(SystemExit) as refused:
+            main(argv)
+        assert str(refused.value) == f"--data {str(tmp_path)!r}: {error}"
+    else:
+        main(argv)
+        match = re.search(r"2 images, ([0-9.]+) \+-", capsys.readouterr().out)
+        assert float(match.group(1)) == pytest.approx(expected.mean().item(), abs=1e-4)

@@ -114,7 +114,7 @@ def test_inside_an_unmodified_ddpm_pipeline(scheduler_class, kwargs):
 def test_config_mapping_from_stock_schedulers():
     vp = PredictorCorrectorScheduler.from_config(DDPMScheduler(beta_start=2e-4, beta_end=0.03, num_train_timesteps=500).config)
     assert (vp.config.sde_type, vp.config.beta_min, vp.config.beta_max) == ("vp", pytest.approx(0.1), pytest.approx(15.0))
-    assert vp.config.prediction_type == "epsilon" and vp.config.timestep_type == "discrete"
+    assert vp.config.prediction_type == "epsilon" and vp.config.timestep_type == "ddpm"
     ve = PredictorCorrectorScheduler.from_config(ScoreSdeVeScheduler(snr=0.17, sigma_max=90.0).config)
     assert (ve.config.sde_type, ve.config.sigma_min, ve.config.sigma_max, ve.snr) == ("ve", 0.01, 90.0, 0.17)
     assert ve.config.num_train_timesteps == 2000 and ve.config.prediction_type == "score"

@@ -30,7 +30,7 @@ def test_resume_continues_exactly(tmp_path):
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)
     # and the weights did move away from initialization: the comparison is not vacuous
-    fresh = _weights(train(_config(tmp_path / "c", max_steps=1, learning_rate=1e-12)))
+    fresh = _weights(train(_config(tmp_path / "c", max_steps=1, learning_rate=1e-12, warmup_steps=1)))
     assert any(not torch.allclose(fresh[name], straight[name]) for name in straight)
 
 
@@ -94,8 +94,9 @@ def test_sample_grids_do_not_disturb_training(tmp_path):
 
 def test_push_to_hub_offline_fails_after_the_local_save(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    config = _config(tmp_path, max_steps=1, checkpointing_steps=0, push_to_hub=True, hub_model_id="me/digits")
-    with pytest.raises(Exception, match="(?i)offline"):
+    config = _config(tmp_path, max_steps=1, warmup_steps=1, checkpointing_steps=0, push_to_hub=True,
+                     hub_model_id="me/digits")
+    with pytest.raises(trainer_module.PushToHubError, match="(?i)offline"):
         train(config)
     assert ScoreSDEPipeline.from_pretrained(config.output_dir) is not None  # the local copy is complete
 
@@ -231,3 +232,87 @@ def test_sigkill_while_writing_checkpoint_keeps_previous(tmp_path):
     resumed = train(_config(tmp_path, output_dir=str(output_dir), resume="latest", max_steps=4))
     assert [os.path.basename(path) for path in list_checkpoints(str(checkpoint_dir))] == ["checkpoint-2", "checkpoint-4"]
     assert isinstance(resumed, ScoreSDEPipeline)
+
+
+# --- issue 10: defaults, resume checks, logging, interruption ----------------------------------------------------------
+def test_defaults_leave_the_warm_up_and_a_too_long_warm_up_warns(tmp_path):
+    import warnings
+
+    from diffusers_sde.training.trainer import TrainingWarning
+
+    defaults = TrainingConfig(output_dir=str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        defaults.warn_about_settings()  # the defaults reach the full learning rate well before max_steps
+    assert defaults.resolved("warmup_steps") < defaults.max_steps
+    with pytest.warns(TrainingWarning, match=r"--warmup-steps 5 exceeds --max-steps 2: the learning rate only climbs"
+                                             r" to 40% of --learning-rate 0.001"):
+        train(_config(tmp_path, max_steps=2, warmup_steps=5, checkpointing_steps=0))
+
+
+def _logged_losses(text):
+    """{step: (mean loss, first step of the mean)} from the log lines."""
+    import re
+
+    return {int(step): (float(loss), int(first)) for step, loss, first in
+            re.findall(r"^step (\d+)/\d+ mean loss ([0-9.]+) \(steps (\d+)-\d+\)", text, flags=re.M)}
+
+
+def test_logged_loss_after_resume_is_the_mean_of_the_steps_it_covers(tmp_path, capsys):
+    # Uninterrupted, logging every step: the per-step losses.
+    train(_config(tmp_path / "a", log_every=1, checkpointing_steps=0))
+    per_step = _logged_losses(capsys.readouterr().out)
+    assert sorted(per_step) == [1, 2, 3, 4]
+    # Interrupted at step 2 and resumed, logging every 4 steps: the log covers steps 3-4 only and says so.
+    train(_config(tmp_path / "b", max_steps=2, log_every=4))
+    train(_config(tmp_path / "b", log_every=4, resume="latest"))
+    resumed = _logged_losses(capsys.readouterr().out)
+    assert resumed[4][1] == 3
+    assert resumed[4][0] == pytest.approx((per_step[3][0] + per_step[4][0]) / 2, abs=2e-4)
+
+
+def test_resume_refuses_another_model_before_loading_it(tmp_path):
+    train(_config(tmp_path, max_steps=2))
+    with pytest.raises(ValueError) as error:
+        train(_config(tmp_path, resume="latest", sde_type="ve", model_preset="small"))
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"--resume {tmp_path / 'out' / 'checkpoints' / 'checkpoint-2'} holds a different model:")
+    for difference in ("--sde-type vp -> ve", "--prediction-type epsilon -> score", "--timestep-type discrete -> sigma",
+                       "--data-centered True -> False", "--model-preset digits-tiny -> small"):
+        assert difference in message
+
+
+def test_resume_reports_and_applies_changed_options(tmp_path, capsys):
+    train(_config(tmp_path, max_steps=2))
+    capsys.readouterr()
+    train(_config(tmp_path, resume="latest", learning_rate=5e-4, log_every=4))
+    printed = capsys.readouterr().out
+    assert ("options changed since the checkpoint (checkpoint -> now, applied from here on): --learning-rate 0.001 ->"
+            " 0.0005, --log-every 0 -> 4, --max-steps 2 -> 4") in printed
+    assert "lr 5.00e-04" in printed  # the new rate is the one in use (warm-up of 2 steps done)
+
+
+def test_nan_loss_without_a_checkpoint_says_to_start_again(tmp_path, monkeypatch):
+    real_loss = trainer_module.denoising_score_matching_loss
+    monkeypatch.setattr(trainer_module, "denoising_score_matching_loss", lambda *a, **k: real_loss(*a, **k) * float("nan"))
+    with pytest.raises(FloatingPointError) as error:
+        train(_config(tmp_path))
+    assert "--resume" not in str(error.value)
+    assert str(error.value).endswith("at step 1; stopped without saving. No checkpoint was saved before it: start"
+                                     " again, with a lower --learning-rate.")
+
+
+def test_discrete_vp_loss_saves_the_ddpm_kernel_it_trained_on(tmp_path):
+    pipeline = train(_config(tmp_path / "vp", loss="discrete", max_steps=2, checkpointing_steps=0))
+    scheduler = pipeline.scheduler
+    assert scheduler.config.timestep_type == "ddpm"
+    # The saved model's kernel is the one the loss drew x_i from (DDPM's alphas_cumprod at the integer levels).
+    from diffusers_sde.training.losses import discrete_noise_levels
+
+    t, a, s = discrete_noise_levels(scheduler.sde, scheduler.config.num_train_timesteps)
+    kernel_a, kernel_s = scheduler.parameterization.marginal(t)
+    torch.testing.assert_close(kernel_a, a)
+    torch.testing.assert_close(kernel_s, s)
+    with pytest.raises(ValueError, match="--loss discrete with --sde-type vp trains on DDPM's discrete kernel"):
+        train(_config(tmp_path / "bad", loss="discrete", timestep_type="discrete"))
