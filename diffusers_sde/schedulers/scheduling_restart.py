@@ -12,11 +12,14 @@ import math
 from dataclasses import dataclass
 
 from diffusers.configuration_utils import register_to_config
+from diffusers.utils import logging
 
 from ..sde import gaussian_transition
 from .scheduling_edm_heun import EDMHeunScheduler
 from .scheduling_score_sde import DATA_LEVEL, Denoise, HeunCorrection, PlanStep
 from .time_grids import check_spacing, time_grid
+
+logger = logging.get_logger(__name__)
 
 # Restart's CIFAR-10 VP setting (paper Table 3; its repository's example): one interval, N_restart = 3 Heun steps,
 # K = 2 repetitions, [t_min, t_max] = [0.06, 0.30] in sigma, on an 18-step main process.
@@ -85,29 +88,32 @@ class RestartScheduler(EDMHeunScheduler):
         for interval in restart_intervals:
             _check_interval(interval)
         self.register_to_config(restart_intervals=[list(interval) for interval in restart_intervals])
+        self._intervals = self.config.restart_intervals  # those of the current run (set_timesteps)
         self._pending = None
 
     @property
     def _restart_steps(self):
-        return sum(num_steps * repetitions for num_steps, repetitions, _, _ in self.config.restart_intervals)
+        return _restart_steps(self._intervals)
 
     def set_timesteps(self, num_inference_steps=None, device=None, timesteps=None):
         """Like :meth:`ScoreSDESchedulerMixin.set_timesteps`; ``num_inference_steps`` counts main and restart grid
         times, and custom ``timesteps`` give the main grid (the restart steps are added to it).
 
         Args:
-            num_inference_steps (`int`, *optional*): grid times in all (default 24); at least 2 more than the
-                restart steps sum(K N_restart).
+            num_inference_steps (`int`, *optional*): grid times in all (default 24). Fewer than the restart steps
+                sum(K N_restart) plus 2 leave no main grid: the run then has no restart interval (EDM's Heun sampler on
+                ``num_inference_steps`` times) and a warning says so.
             device (`str` or `torch.device`, *optional*): where ``self.timesteps`` lives.
             timesteps (`list[float]`, *optional*): custom main-grid network times, strictly decreasing.
         """
-        if timesteps is None and num_inference_steps is not None:
-            minimum = self._restart_steps + 2
-            if isinstance(num_inference_steps, int) and num_inference_steps < minimum:
-                raise ValueError(
-                    f"num_inference_steps must be >= {minimum} (the restart intervals take {self._restart_steps} grid"
-                    f" times and the main grid needs 2), got {num_inference_steps}."
-                )
+        self._intervals = [list(interval) for interval in self.config.restart_intervals]
+        requested = self.default_num_inference_steps if num_inference_steps is None else num_inference_steps
+        if timesteps is None and isinstance(requested, int) and requested < self._restart_steps + 2:
+            logger.warning(
+                f"RestartScheduler: num_inference_steps={requested} cannot hold the restart intervals (they take"
+                f" {self._restart_steps} grid times and the main grid needs 2); sampling without restarts."
+            )
+            self._intervals = []
         super().set_timesteps(num_inference_steps, device, timesteps)
         self.num_inference_steps += self._restart_steps
 
@@ -145,7 +151,7 @@ class RestartScheduler(EDMHeunScheduler):
         self._pending = None
         sigmas = [level.s / level.a for level in levels]
         restarts = {}  # main-grid index of t_min -> list of (N_restart, t_max level), in interval order
-        for num_steps, repetitions, t_min, t_max in self.config.restart_intervals:
+        for num_steps, repetitions, t_min, t_max in self._intervals:
             below = [i for i in range(1, len(levels)) if sigmas[i] < t_max]
             if not below:
                 raise ValueError(f"restart interval [t_min, t_max] = [{t_min}, {t_max}] lies below the schedule, which"
@@ -174,6 +180,11 @@ class RestartScheduler(EDMHeunScheduler):
         _, mean = super()._update(HeunCorrection(level, level, start=entry.start), score, sample, generator)
         ratio, variance = gaussian_transition(level.a, level.s, top.a, top.s)  # the forward jump t_min -> t_max
         return ratio * mean + self.config.s_noise * math.sqrt(variance) * self._noise(sample, generator), mean
+
+
+def _restart_steps(intervals):
+    """Grid times the restart intervals add: sum of K N_restart."""
+    return sum(num_steps * repetitions for num_steps, repetitions, _, _ in intervals)
 
 
 def _check_interval(interval):

@@ -140,10 +140,19 @@ def test_bad_input_names_argument_and_value(cls, kwargs, fragment):
     assert fragment in str(error.value)
 
 
-def test_restart_needs_room_for_its_intervals():
-    scheduler = RestartScheduler(sde_type="vp")
-    with pytest.raises(ValueError, match=r"num_inference_steps must be >= 8 \(the restart intervals take 6 grid times"):
+def test_restart_without_room_for_its_intervals_samples_without_them(caplog):
+    # 7 grid times cannot hold the default interval's 6 restart steps and a main grid of 2: EDM's Heun on 7 times.
+    scheduler, edm = RestartScheduler(sde_type="vp"), EDMHeunScheduler(sde_type="vp")
+    with caplog.at_level("WARNING"):
         scheduler.set_timesteps(7)
+    edm.set_timesteps(7)
+    assert torch.equal(scheduler.timesteps, edm.timesteps) and scheduler.num_inference_steps == 7
+    assert "num_inference_steps=7 cannot hold the restart intervals" in caplog.text
+    scheduler.set_timesteps(8)  # room again: 2 main times + 6 restart steps
+    assert len(scheduler.timesteps) == 2 * 8 - 1
+
+
+def test_restart_interval_below_the_schedule_is_an_error():
     below = RestartScheduler(sde_type="ve", restart_intervals=[[2, 1, 0.001, 0.005]])
     with pytest.raises(ValueError, match="lies below the schedule, which ends at noise level 0.01"):
         below.set_timesteps(10)
