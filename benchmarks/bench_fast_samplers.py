@@ -7,8 +7,11 @@ Euler-Maruyama loop written from the paper, and scipy's RK45 (rtol = atol = 1e-5
 the same exact score. Also measured: torchsde's per-step overhead against a small ``UNet2DModel`` forward pass.
 
     .venv/bin/python benchmarks/bench_fast_samplers.py [--batch-size 1000] [--quick] [--sde subvp] [--only exponential]
+    .venv/bin/python benchmarks/bench_fast_samplers.py --gotta-go-fast-bias
 
 Prints a table and, on a full run (every SDE, every sampler), the torchsde overhead and docs/fast_samplers.png.
+``--gotta-go-fast-bias`` instead measures the variance bias of Gotta Go Fast's rejected steps on a single Gaussian
+N(0.7, 0.09 I): the solver as it is (the rejected step's Brownian path kept) against the published rule (redrawn).
 """
 
 import argparse
@@ -134,6 +137,46 @@ def baseline_runs(mixture, sde, eps, batch_size, quick):
     yield "scipy RK45 (rtol=atol=1e-5)", nfe, sample.flatten(1)
 
 
+class _RedrawnPaths:
+    """The published Gotta Go Fast rule: every proposal, a rejected step's retry included, draws fresh noise."""
+
+    def __init__(self, batch, shape, like):
+        pass
+
+    def propose(self, active, step, noise):
+        return step.sqrt().to(noise.dtype).view(-1, *([1] * (noise.dim() - 1))) * noise
+
+    def advance(self, done):
+        pass
+
+
+def gotta_go_fast_bias():
+    """Relative variance error of Gotta Go Fast on N(0.7, 0.09 I) with the rejected path kept and redrawn."""
+    from unittest import mock
+
+    from diffusers_sde import VESDE, VPSDE
+    from diffusers_sde.solvers import gotta_go_fast
+
+    print(f"| {'dim':>3s} | SDE | rtol | samples | kept: NFE, var error | redrawn: NFE, var error | sampling noise |")
+    print("|-----|-----|------|---------|----------------------|-------------------------|----------------|")
+    for dim, batch in ((16, 8000), (64, 2000)):
+        for sde, eps in ((VPSDE(), 1e-3), (VESDE(), 1e-5)):
+            latents = torch.randn(batch, dim, generator=torch.Generator().manual_seed(0)) * sde.prior_std
+            a, s = sde.marginal(torch.tensor(eps, dtype=torch.float64))
+            exact = (a**2 * 0.09**2 / (a**2 * 0.09 + s**2)).item()  # Var of the noise-removed marginal at eps
+            score = exact_score(GaussianMixture([1.0], torch.full((1, dim), 0.7), torch.full((1, dim), 0.09)), sde)
+            for rtol in (0.05, 0.01):
+                row = []
+                for paths in (gotta_go_fast._BrownianPaths, _RedrawnPaths):
+                    with mock.patch.object(gotta_go_fast, "_BrownianPaths", paths):
+                        sample, nfe = gotta_go_fast.sample_gotta_go_fast(
+                            sde, lambda x, t: score(x, t).to(x.dtype), latents, eps, rtol=rtol,
+                            generator=torch.Generator().manual_seed(1))
+                    row.append(f"{nfe:5d}, {sample.double().var().item() / exact - 1:+.4f}")
+                print(f"| {dim:3d} | {sde.sde_type:3s} | {rtol:4g} | {batch:7d} | {row[0]:>20s} | {row[1]:>23s} |"
+                      f" {math.sqrt(2 / (batch * dim)):14.4f} |", flush=True)
+
+
 def torchsde_overhead():
     """Seconds per step: sdeint euler vs a hand-written Euler loop on a trivial drift, and a small UNet2DModel forward."""
     import torchsde
@@ -182,8 +225,13 @@ def main():
     parser.add_argument("--sde", nargs="+", choices=("ve", "vp", "subvp"), default=["ve", "vp", "subvp"],
                         help="SDEs to run (default: all)")
     parser.add_argument("--only", help="only the project's samplers whose label contains this (baselines always run)")
+    parser.add_argument("--gotta-go-fast-bias", action="store_true",
+                        help="only the rejected-step variance bias of Gotta Go Fast (kept vs redrawn Brownian path)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.gotta_go_fast_bias:
+        gotta_go_fast_bias()
+        return
     mixture = GaussianMixture.random(64, num_components=3, spread=2.0, scale=0.3)
     results = {}
     for sde_type in args.sde:

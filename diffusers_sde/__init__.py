@@ -27,6 +27,9 @@ from .schedulers import (
     ProbabilityFlowScheduler,
     ScoreSDESchedulerMixin,
     ScoreSDESchedulerOutput,
+    RestartScheduler,
+    SDEDPMSolverScheduler,
+    UniPCScheduler,
 )
 from .cold_diffusion import BlurDegradation, ColdDiffusionPipeline, ColdDiffusionScheduler, ColdDiffusionSchedulerOutput
 from .cold_diffusion import ComposedDegradation, Degradation, DownsampleDegradation, FadeDegradation, MaskDegradation
@@ -49,6 +52,7 @@ __all__ = [
     "NoiseConditionalClassifier", "NoiseConditionalClassifierOutput", "ClassifierTrainingConfig", "train_classifier",
     "NCSNppModel", "NCSNppOutput",
     "PredictorCorrectorScheduler", "ProbabilityFlowScheduler", "ExponentialIntegratorScheduler", "EDMHeunScheduler",
+    "SDEDPMSolverScheduler", "RestartScheduler", "UniPCScheduler",
     "SOLVER_ORDERS", "TIMESTEP_SPACINGS", "ScoreSDESchedulerMixin", "ScoreSDESchedulerOutput",
     "ScoreSDEPipeline", "ScoreSDEPipelineOutput", "ScoreSDEInverseProblemPipeline", "ScoreSDEInpaintPipeline",
     "ScoreSDEColorizationPipeline", "ScoreSDEImg2ImgPipeline", "INVERSE_PROBLEM_METHODS",

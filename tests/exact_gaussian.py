@@ -58,3 +58,34 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def exact_output_moments(scheduler, num_steps):
+    """Mean and variance of what ``scheduler`` returns for data N(MEAN, VARIANCE) started from the exact marginal at
+    t = 1, with no sampling noise, as (mean error, relative variance error) against the exact noise-removed marginal.
+
+    With a Gaussian score every step is affine in the sample and in its fresh noise, so the output is
+    c + m x_1 + sum_k c_k z_k. One batch recovers c (x_1 = 0, no noise), m (x_1 = 1) and each c_k (noise 1 at draw k
+    only, given to sample 2 + k through the scheduler's noise hook); the moments follow in closed form.
+    """
+    score = gaussian_score(scheduler.sde)
+    scheduler.set_timesteps(num_steps)
+    draws = iter(range(len(scheduler.timesteps)))
+
+    def one_hot_noise(sample, generator):
+        noise = torch.zeros_like(sample)
+        noise[2 + next(draws)] = 1.0
+        return noise
+
+    scheduler._noise = one_hot_noise
+    x = torch.zeros(2 + len(scheduler.timesteps), 1, dtype=torch.float64)
+    x[1] = 1.0
+    for t in scheduler.timesteps:
+        x = scheduler.step(score(x, scheduler.parameterization.time_from_model_time(t.double())), t, x).prev_sample
+    constant, slope, noise_gains = x[0, 0], x[1, 0] - x[0, 0], x[2:, 0] - x[0, 0]
+    (a1, s1), (a, s) = (scheduler.sde.marginal(torch.tensor(t, dtype=torch.float64))
+                        for t in (1.0, scheduler.config.sampling_eps))
+    mean = constant + slope * a1 * MEAN
+    variance = slope**2 * (a1**2 * VARIANCE + s1**2) + (noise_gains**2).sum()
+    exact_variance = a**2 * VARIANCE**2 / (a**2 * VARIANCE + s**2)  # Var of Tweedie's E[x_0 | x_eps]
+    return (mean - MEAN).item(), (variance / exact_variance - 1).item()

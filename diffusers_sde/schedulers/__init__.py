@@ -4,3 +4,6 @@ from .scheduling_probability_flow import INTEGRATORS, ProbabilityFlowScheduler
 from .scheduling_exponential_integrator import SOLVER_ORDERS, ExponentialIntegratorScheduler
 from .scheduling_edm_heun import EDMHeunScheduler
 from .time_grids import TIMESTEP_SPACINGS
+from .scheduling_sde_dpm_solver import SDEDPMSolverScheduler
+from .scheduling_restart import DEFAULT_RESTART_INTERVALS, RestartScheduler
+from .scheduling_unipc import UNIPC_VARIANTS, UniPCScheduler

@@ -6,6 +6,12 @@ increment; their gap, scaled by the mixed tolerance delta = max(atol, rtol max(|
 E = ||(x' - x'') / delta||_2 / sqrt(n). A step is accepted when E <= 1 (keeping the higher-order x''), and the next
 step is h <- min(t - eps, safety h E^(-exponent)). Step sizes, errors and acceptances are per sample, so each sample
 follows its own time grid and its result does not depend on the rest of the batch.
+
+Unlike the published algorithm, a rejected step does not throw its Brownian increment away: each sample keeps the
+part of its Brownian path it has already drawn ahead of its current time (:class:`_BrownianPaths`), and the shorter
+retry takes its increment from that path by the Brownian bridge. Redrawing instead conditions the accepted noise on
+having passed the error test, which favours large increments and inflates the variance (+1.5% in 64 dimensions and
++5-8% in 16 at the published tolerances, issue 4).
 """
 
 import torch
@@ -26,6 +32,77 @@ def _noise(shape, indices, generator, like):
         draws = [randn_tensor((1, *shape), generator=generator[i], device=like.device, dtype=like.dtype) for i in indices]
         return torch.cat(draws, dim=0)
     return randn_tensor((len(indices), *shape), generator=generator, device=like.device, dtype=like.dtype)
+
+
+class _BrownianPaths:
+    """Each sample's Brownian path ahead of its current time, as segments (length, increment) from that time on.
+
+    A proposal of step h takes the path's increment over [0, h] (segments it covers whole, a Brownian-bridge split of
+    the one it ends inside, fresh noise past the known part) and records the point h, so that a rejected step's
+    retry, always shorter, splits the same path again; an accepted step drops the first segment.
+    """
+
+    def __init__(self, batch, shape, like):
+        self.lengths = torch.zeros(batch, 0, dtype=torch.float64, device=like.device)
+        self.increments = torch.zeros(batch, 0, *shape, dtype=like.dtype, device=like.device)
+
+    def propose(self, active, step, noise):
+        """The increment W(t - step) - W(t) for the samples ``active`` (in reverse time), with standard ``noise``."""
+        lengths, increments = self.lengths[active], self.increments[active]
+        view = (-1, *([1] * (increments.dim() - 2)))
+        ends = lengths.cumsum(1)
+        starts = ends - lengths
+        count = (lengths > 0).sum(1)
+        covered = (ends <= step[:, None]) & (lengths > 0)
+        within = covered.sum(1)  # segments the step covers whole
+        consumed = (covered.to(increments.dtype).view(*covered.shape, *view[1:]) * increments).sum(1)
+        splits = within < count
+        rows = torch.arange(len(active), device=step.device)
+        index = within.clamp(max=max(lengths.shape[1] - 1, 0))
+        if lengths.shape[1]:
+            length, increment, offset = lengths[rows, index], increments[rows, index], step - starts[rows, index]
+        else:
+            length, increment, offset = torch.ones_like(step), torch.zeros_like(noise), torch.zeros_like(step)
+        known = lengths.sum(1)
+        # Brownian bridge inside the segment [0, length] at offset u: mean (u / length) W, variance u (length - u) / length.
+        bridge_std = (offset * (length - offset) / length).clamp(min=0).sqrt()
+        bridged = (offset / length).to(noise.dtype).view(view) * increment + bridge_std.to(noise.dtype).view(view) * noise
+        fresh = (step - known).clamp(min=0).sqrt().to(noise.dtype).view(view) * noise
+        part = torch.where(splits.view(view), bridged, fresh)
+        dw = consumed + part
+        # The refined path: the step's own segment, the split segment's remainder, then the untouched later segments.
+        width = lengths.shape[1] + 2  # at most: the step, the split remainder and all but one old segment
+        new_lengths = torch.zeros(len(active), width, dtype=lengths.dtype, device=lengths.device)
+        new_increments = torch.zeros(len(active), width, *increments.shape[2:], dtype=increments.dtype,
+                                     device=increments.device)
+        new_lengths[:, 0], new_increments[:, 0] = step, dw
+        new_lengths[:, 1] = torch.where(splits, length - offset, torch.zeros_like(step))
+        new_increments[:, 1] = torch.where(splits.view(view), increment - part, torch.zeros_like(part))
+        for column in range(2, width):
+            source = index + column - 1
+            keep = splits & (source < count)
+            source = source.clamp(max=lengths.shape[1] - 1)
+            new_lengths[:, column] = torch.where(keep, lengths[rows, source], torch.zeros_like(step))
+            new_increments[:, column] = torch.where(keep.view(view), increments[rows, source],
+                                                    torch.zeros_like(part))
+        self._store(active, new_lengths, new_increments)
+        return dw
+
+    def advance(self, done):
+        """The samples ``done`` accepted their step: their path now starts at its end."""
+        self.lengths[done] = torch.cat([self.lengths[done, 1:], torch.zeros_like(self.lengths[done, :1])], 1)
+        self.increments[done] = torch.cat([self.increments[done, 1:], torch.zeros_like(self.increments[done, :1])], 1)
+
+    def _store(self, active, lengths, increments):
+        grow = lengths.shape[1] - self.lengths.shape[1]
+        if grow > 0:
+            self.lengths = torch.cat([self.lengths, self.lengths.new_zeros(self.lengths.shape[0], grow)], 1)
+            self.increments = torch.cat(
+                [self.increments, self.increments.new_zeros(self.increments.shape[0], grow, *self.increments.shape[2:])],
+                1)
+        self.lengths[active], self.increments[active] = lengths, increments
+        used = int((self.lengths > 0).sum(1).max())  # drop the columns no sample uses any more
+        self.lengths, self.increments = self.lengths[:, :used], self.increments[:, :used]
 
 
 def check_gotta_go_fast_arguments(rtol=None, atol=None, h_init=None, safety=None, exponent=None, max_nfe=10_000,
@@ -76,6 +153,7 @@ def sample_gotta_go_fast(sde, score_fn, latents, sampling_eps, rtol=None, atol=N
     x_prev = x.clone()  # the last accepted Euler-Maruyama proposal x'_prev of the error scale
     t = torch.ones(batch, dtype=torch.float64, device=x.device)
     h = torch.full_like(t, h_init)
+    paths = _BrownianPaths(batch, shape, x)
     nfe = 0
 
     def evaluate(x_, t_):
@@ -97,7 +175,7 @@ def sample_gotta_go_fast(sde, score_fn, latents, sampling_eps, rtol=None, atol=N
         xa, ta = x[active], t[active]
         step = torch.minimum(h[active], ta - sampling_eps)
         dt = step.to(x.dtype).view(view)
-        dw = dt.sqrt() * _noise(shape, active.tolist(), generator, x)
+        dw = paths.propose(active, step, _noise(shape, active.tolist(), generator, x))
         drift, g = evaluate(xa, ta)
         proposal = xa - dt * drift + g * dw  # Euler-Maruyama, reverse time
         drift_end, g_end = evaluate(proposal, ta - step)
@@ -110,6 +188,7 @@ def sample_gotta_go_fast(sde, score_fn, latents, sampling_eps, rtol=None, atol=N
             done = active[accepted]
             x[done], x_prev[done] = improved[accepted], proposal[accepted]
             t[done] = ta[accepted] - step[accepted]
+            paths.advance(done)
         new_step = safety * step * error.clamp(min=1e-16) ** -exponent
         rejected = ~accepted
         if bool((rejected & (new_step < min_step)).any()):

@@ -16,7 +16,10 @@ from diffusers_sde import (
     ExponentialIntegratorScheduler,
     PredictorCorrectorScheduler,
     ProbabilityFlowScheduler,
+    RestartScheduler,
+    SDEDPMSolverScheduler,
     ScoreSDEPipeline,
+    UniPCScheduler,
 )
 
 
@@ -122,6 +125,10 @@ INVARIANT = [
     ProbabilityFlowScheduler(sde_type="ve", integrator="heun"),
     ExponentialIntegratorScheduler(sde_type="vp"),
     EDMHeunScheduler(sde_type="ve", s_churn=20.0),
+    SDEDPMSolverScheduler(sde_type="ve"),
+    SDEDPMSolverScheduler(sde_type="subvp", solver_order=2),
+    RestartScheduler(sde_type="vp", restart_intervals=[[2, 2, 0.1, 1.0]]),
+    UniPCScheduler(sde_type="ve"),
 ]
 
 

@@ -1,0 +1,160 @@
+"""UniPC (Zhao et al. 2023): the unified predictor-corrector UniP-p / UniC for the probability-flow ODE, written from
+a(t) and s(t) in data-prediction form, so VE, VP and sub-VP share it.
+
+With lambda = log(a / s), h = lambda_t - lambda_u and the data predictions x0 of the previous points lambda_m, at
+r_m = (lambda_m - lambda_u) / h (negative for past points, 1 for the end of the step), one unified step is
+
+    x_t = (s_t / s_u) x_u + a_t [(1 - e^-h) m_0 + B(h) sum_m c_m (x0_m - m_0) / r_m]            (UniPC Eq. 8 / 10)
+
+Expanding x0 in lambda shows which c_m make it order p: sum_m c_m r_m^(k-1) = k! w_k / (h^k B(h)) for k = 1..p-1,
+with w_k = integral_0^h e^-(h - tau) tau^k / k! dtau the exact weights (the exponential integrator's h^(k+1) phi_(k+1)).
+The predictor UniP-p uses the p - 1 previous points; the corrector UniC adds the network's prediction at the end
+of the step (r = 1), which the next step evaluates anyway, and raises the order by one at no extra evaluation.
+B(h) = h (``bh1``) or 1 - e^-h (``bh2``), the paper's two variants.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from diffusers.configuration_utils import register_to_config
+
+from ..sde import tweedie_denoise
+from ..validation import check_choice
+from .scheduling_exponential_integrator import SOLVER_ORDERS
+from .scheduling_score_sde import DATA_LEVEL, Denoise, PlanStep, ScoreSDESchedulerMixin
+from .time_grids import TAIL_LOG_SNR, check_spacing, time_grid
+
+UNIPC_VARIANTS = ("bh1", "bh2")
+
+
+@dataclass(frozen=True)
+class UniPCStep(PlanStep):
+    """A UniP step from ``level`` to ``target``, with its coefficients precomputed from the grid.
+
+    Args:
+        predictor (`tuple`): B(h) c_m / r_m of the previous points, newest first (UniP).
+        corrector (`tuple`): the same for the previous step's points and, last, this step's new prediction (UniC),
+            used to correct the incoming sample; empty when there is nothing to correct (the first step).
+    """
+
+    predictor: tuple = ()
+    corrector: tuple = ()
+
+
+def _exact_weight(h, k):
+    """w_k = integral_0^h e^-(h - tau) tau^k / k! dtau = (-1)^(k+1) (e^-h - sum_{j<=k} (-h)^j / j!)."""
+    partial = sum((-h) ** j / math.factorial(j) for j in range(k + 1))
+    return (-1) ** (k + 1) * (math.exp(-h) - partial)
+
+
+def _unified_coefficients(ratios, h, variant):
+    """B(h) c_m / r_m, the weights of the differences x0_m - m_0, with c_m solving UniPC's order conditions
+    sum_m c_m r_m^(k-1) = k! w_k / (h^k B(h)) for k = 1..len(ratios)."""
+    if not ratios:
+        return ()
+    b_h = h if variant == "bh1" else -math.expm1(-h)
+    matrix = torch.tensor([[r ** (k - 1) for r in ratios] for k in range(1, len(ratios) + 1)], dtype=torch.float64)
+    rhs = torch.tensor([math.factorial(k) * _exact_weight(h, k) / (h**k * b_h) for k in range(1, len(ratios) + 1)],
+                       dtype=torch.float64)
+    solution = torch.linalg.solve(matrix, rhs).tolist()
+    return tuple(b_h * c / r for c, r in zip(solution, ratios))
+
+
+class UniPCScheduler(ScoreSDESchedulerMixin):
+    """UniPC: multistep UniP-p predictor with the UniC corrector, one network evaluation per grid time.
+
+    Step i predicts x_{i+1} from x_i and the data predictions at the last p grid times (UniP-p; the first steps use the
+    orders their history allows). Step i + 1 first corrects x_{i+1} with the network's prediction there (UniC), then
+    predicts from the corrected sample; the prediction itself is reused, as in UniPC. The last evaluation, at
+    ``sampling_eps``, returns the data prediction x0 (the noise removal).
+
+    Args:
+        sde_type, sigma_min, sigma_max, beta_min, beta_max, num_train_timesteps, sampling_eps, prediction_type,
+        timestep_type, data_centered: the SDE and the network's parameterization, exactly as in
+            :class:`PredictorCorrectorScheduler`, so the two swap with ``from_config``.
+        solver_order (`int`): p of the predictor, 1, 2 or 3 (default 3); the corrector raises it by one.
+        solver_type (`str`): B(h): ``bh1`` (h; default) or ``bh2`` (1 - e^-h).
+        use_corrector (`bool`): apply UniC (default ``True``); ``False`` leaves the UniP predictor alone.
+        timestep_spacing (`str`): ``log_snr`` (default; the exponential integrator's grid, stretched past noise 1e-3),
+            ``uniform_time`` or ``karras``.
+        rho (`float`): exponent of the ``karras`` spacing.
+    """
+
+    order = 1
+    default_num_inference_steps = 20
+
+    @register_to_config
+    def __init__(
+        self,
+        sde_type: str = "ve",
+        sigma_min: float = 0.01,
+        sigma_max: float = 50.0,
+        beta_min: float = 0.1,
+        beta_max: float = 20.0,
+        num_train_timesteps: int = 1000,
+        sampling_eps: float = None,
+        prediction_type: str = None,
+        timestep_type: str = None,
+        data_centered: bool = None,
+        solver_order: int = 3,
+        solver_type: str = "bh1",
+        use_corrector: bool = True,
+        timestep_spacing: str = "log_snr",
+        rho: float = 7.0,
+    ):
+        self._setup(sde_type, sigma_min, sigma_max, beta_min, beta_max, num_train_timesteps, sampling_eps,
+                    prediction_type, timestep_type, data_centered)
+        check_choice("solver_order", solver_order, SOLVER_ORDERS)
+        check_choice("solver_type", solver_type, UNIPC_VARIANTS)
+        check_choice("use_corrector", use_corrector, (True, False))
+        check_spacing(timestep_spacing, rho)
+        self._history = []
+        self._pending = None
+
+    def _grid_times(self, num_inference_steps):
+        return time_grid(self.sde, num_inference_steps, self.config.sampling_eps, self.config.timestep_spacing,
+                         self.config.rho, tail_log_snr=TAIL_LOG_SNR)
+
+    def _build_plan(self, levels):
+        self._history, self._pending = [], None
+        lams = [math.log(level.a / level.s) for level in levels]
+        variant, plan = self.config.solver_type, []
+        previous_ratios = None  # r_m of the previous step's predictor points
+        for i in range(len(levels) - 1):
+            h = lams[i + 1] - lams[i]
+            order = min(self.config.solver_order, i + 1)
+            ratios = [(lams[i - m] - lams[i]) / h for m in range(1, order)]
+            corrector = ()
+            if self.config.use_corrector and previous_ratios is not None:
+                corrector = _unified_coefficients(previous_ratios + [1.0], lams[i] - lams[i - 1], variant)
+            plan.append(UniPCStep(levels[i], levels[i + 1], predictor=_unified_coefficients(ratios, h, variant),
+                                  corrector=corrector))
+            previous_ratios = ratios
+        return plan + [Denoise(levels[-1], DATA_LEVEL)]
+
+    def _update(self, entry, score, sample, generator):
+        level = entry.level
+        x0 = tweedie_denoise(sample, score, level.a, level.s)
+        if isinstance(entry, Denoise):
+            self._history, self._pending = [], None
+            return x0, x0
+        if entry.corrector and self._pending is not None:  # UniC: correct the incoming sample with the new x0
+            start, x_start, m0, differences = self._pending
+            sample = self._unified_step(start, level, x_start, m0, differences + [x0 - m0], entry.corrector)
+        lam = math.log(level.a / level.s)
+        order = len(entry.predictor) + 1
+        self._history = [(lam, x0)] + self._history[: self.config.solver_order - 1]
+        differences = [older - x0 for _, older in self._history[1:order]]
+        prev_sample = self._unified_step(level, entry.target, sample, x0, differences, entry.predictor)
+        self._pending = (level, sample, x0, differences)
+        return prev_sample, prev_sample
+
+    @staticmethod
+    def _unified_step(start, end, x_start, m0, differences, coefficients):
+        """Eq. (8)/(10): (s_t / s_u) x_u + a_t [(1 - e^-h) m0 + sum_m weight_m D_m], weight_m = B(h) c_m / r_m."""
+        h = math.log(end.a / end.s) - math.log(start.a / start.s)
+        update = -math.expm1(-h) * m0
+        for coefficient, difference in zip(coefficients, differences):
+            update = update + coefficient * difference
+        return (end.s / start.s) * x_start + end.a * update
