@@ -23,6 +23,9 @@ from .schedulers import (
     ExponentialIntegratorScheduler,
     PredictorCorrectorScheduler,
     ProbabilityFlowScheduler,
+    RestartScheduler,
+    SDEDPMSolverScheduler,
+    UniPCScheduler,
 )
 from .solvers.probability_flow_ode import DIVERGENCES, METHODS as ODE_METHODS
 from .solvers.reverse_sde_torchsde import TORCHSDE_METHODS
@@ -34,6 +37,9 @@ SCHEDULER_SAMPLERS = {  # --sampler -> the scheduler that runs in the diffusers 
     "probability_flow": ProbabilityFlowScheduler,
     "exponential_integrator": ExponentialIntegratorScheduler,
     "edm_heun": EDMHeunScheduler,
+    "sde_dpm_solver": SDEDPMSolverScheduler,
+    "restart": RestartScheduler,
+    "unipc": UniPCScheduler,
 }
 SOLVER_SAMPLERS = ("torchsde", "gotta_go_fast", "adaptive_ode")  # pipe(sampler=...): adaptive or torchsde solvers
 SAMPLERS = (*SCHEDULER_SAMPLERS, *SOLVER_SAMPLERS)
@@ -41,7 +47,7 @@ SAMPLER_ALIASES = {"pc": "predictor_corrector", "ode": "probability_flow"}  # de
 
 # The sampler options (flag -> argparse dest) and the samplers each applies to; the others refuse them.
 SAMPLER_OPTIONS = {
-    "--steps": ("steps", ("predictor_corrector", "probability_flow", "exponential_integrator", "edm_heun", "torchsde")),
+    "--steps": ("steps", (*SCHEDULER_SAMPLERS, "torchsde")),
     "--predictor": ("predictor", ("predictor_corrector",)),
     "--corrector": ("corrector", ("predictor_corrector",)),
     "--snr": ("snr", ("predictor_corrector",)),
@@ -363,8 +369,9 @@ def _add_sample_parser(commands):
                     " the others refuse it.")
     p.add_argument("--model", default="digits-vp", help=MODEL_HELP)
     p.add_argument("--sampler", choices=(*SAMPLERS, *SAMPLER_ALIASES), default="predictor_corrector",
-                   help="predictor_corrector / probability_flow / exponential_integrator / edm_heun run their scheduler"
-                        " in the diffusers loop; torchsde / gotta_go_fast / adaptive_ode (RK45) are solvers outside it"
+                   help="predictor_corrector / probability_flow / exponential_integrator / edm_heun / sde_dpm_solver /"
+                        " restart / unipc run their scheduler in the diffusers loop (docs/fast_samplers.md says which"
+                        " to use per SDE and budget); torchsde / gotta_go_fast / adaptive_ode (RK45) are solvers outside it"
                         " (pc and ode: deprecated names of predictor_corrector and probability_flow)")
     p.add_argument("--steps", type=int,
                    help="(all samplers but gotta_go_fast and adaptive_ode) number of steps; default: the sampler's own")
