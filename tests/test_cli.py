@@ -1,24 +1,18 @@
 """`diffusers-sde sample`: the installed console script in a subprocess for what a user sees (exit status, output,
 files), and ``main()`` in-process for further cases of the same code paths."""
 
-import inspect
 
 import pytest
 import torch
 from PIL import Image
 
 from console_script import run_cli
-from diffusers_sde import PredictorCorrectorScheduler, ProbabilityFlowScheduler, ScoreSDEPipeline
+from diffusers_sde import PredictorCorrectorScheduler, ScoreSDEPipeline
 from diffusers_sde import PRETRAINED_MODELS, pretrained_model_path
 from diffusers_sde import cli
 from diffusers_sde.cli import main
 from testing_utils import tiny_unet
 
-# The pipeline's sampler= keyword and ProbabilityFlowScheduler(integrator=) (scheduler-contract-v2) that the CLI calls.
-NEW_SAMPLER_API = "sampler" in inspect.signature(ScoreSDEPipeline.__call__).parameters
-NEW_INTEGRATOR_API = "integrator" in inspect.signature(ProbabilityFlowScheduler.__init__).parameters
-needs_sampler_api = pytest.mark.skipif(not NEW_SAMPLER_API, reason="ScoreSDEPipeline(sampler=...) not merged yet")
-needs_integrator_api = pytest.mark.skipif(not NEW_INTEGRATOR_API, reason="ProbabilityFlowScheduler(integrator=) not merged yet")
 
 
 @pytest.fixture
@@ -41,7 +35,6 @@ def test_sample_writes_a_grid_and_reports_nfe(model_folder, tmp_path, capsys, sa
     assert Image.open(out).size == (500, 500)
 
 
-@needs_integrator_api
 def test_probability_flow_integrator_reaches_the_scheduler(model_folder, tmp_path, capsys):
     for integrator, nfe in (("euler", 3), ("heun", 5)):  # Heun: 2N - 1 evaluations
         main(["sample", "--model", model_folder, "--sampler", "probability_flow", "--integrator", integrator,
@@ -49,7 +42,6 @@ def test_probability_flow_integrator_reaches_the_scheduler(model_folder, tmp_pat
         assert f"sampler=probability_flow, NFE={nfe}," in capsys.readouterr().out
 
 
-@needs_sampler_api
 def test_adaptive_samplers_from_the_command_line(model_folder, tmp_path, capsys):
     for sampler in ("adaptive_ode", "gotta_go_fast"):
         main(["sample", "--model", model_folder, "--sampler", sampler, "--rtol", "1e-2", "--atol", "1e-2",
