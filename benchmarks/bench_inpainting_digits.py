@@ -25,7 +25,7 @@ def main():
     quality = DigitsQuality()
     accuracy = lambda unit: float((quality.classifier.predict(unit.reshape(len(unit), -1)) == labels).mean())  # noqa: E731
     pixels = np.round(images / DIGITS_GREY_LEVELS * 255).astype(np.uint8)  # the model's 8-bit input
-    print(f"| hidden half | sampler | class agreement with the true label | seconds |")
+    print("| hidden half | sampler | class agreement with the true label | seconds |")
     print("|---|---|---|---|")
     print(f"| none (the originals) | - | {accuracy(images / DIGITS_GREY_LEVELS):.3f} | - |")
     pipe = ScoreSDEInpaintPipeline.from_pretrained(pretrained_model_path("digits-vp"))

@@ -1,7 +1,5 @@
 """The diffusers denoising loop with two conditioning hooks, shared by the conditional pipelines."""
 
-import torch
-
 
 def denoising_loop(pipe, sample, timesteps, generator=None, guidance=None, after_step=None, callback_on_step_end=None,
                    callback_on_step_end_tensor_inputs=("latents",)):

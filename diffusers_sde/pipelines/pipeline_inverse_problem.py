@@ -22,7 +22,7 @@ from ..inverse_problems.operators import ChannelMean, LinearOperator, Masking
 from ..inverse_problems.smc import twisted_diffusion_sampler
 from ..sde import tweedie_denoise
 from ..validation import check_choice, check_integer, check_number
-from .image_processing import check_data_range, check_output_type, parse_images, pixels_to_data, postprocess
+from .image_processing import check_data_range, parse_images, pixels_to_data, postprocess
 from .image_processing import sample_shape
 from .denoising_loop import denoising_loop
 from .outputs import ScoreSDEPipelineOutput

@@ -11,7 +11,6 @@ public (:attr:`ScoreSDESchedulerOutput.prev_level`, :attr:`ScoreSDESchedulerMixi
 (``timesteps[t_start * order:]``, ``set_begin_index(t_start * order)``) lands on the first evaluation of a grid time.
 """
 
-import math
 from dataclasses import dataclass
 
 import torch

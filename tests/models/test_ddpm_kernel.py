@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from diffusers_sde import GaussianMixture, GaussianMixtureModel, Parameterization, PredictorCorrectorScheduler, VPSDE
+from diffusers_sde import GaussianMixtureModel, Parameterization, PredictorCorrectorScheduler, VPSDE
 
 # diffusers' betas (1e-4 .. 0.02, N = 1000; a float32 linspace), accumulated in float64.
 ALPHAS_CUMPROD = torch.cumprod(1 - DDPMScheduler().betas.double(), dim=0)
