@@ -53,7 +53,29 @@ def taylor_integral(weights, x0, derivatives):
     return update
 
 
-class ExponentialIntegratorScheduler(ScoreSDESchedulerMixin):
+class MultistepDataPredictionMixin:
+    """What the multistep exponential integrators share (this ODE solver and SDE-DPM-Solver++): one evaluation per grid
+    time ending with the noise removal, and a history of the last ``solver_order`` data predictions in lambda."""
+
+    def _build_plan(self, levels):
+        self._history = []
+        plan = [PlanStep(level, next_level) for level, next_level in zip(levels[:-1], levels[1:])]
+        return plan + [Denoise(levels[-1], DATA_LEVEL)]
+
+    def _record(self, entry, score, sample):
+        """Tweedie's x0 at ``entry.level``, pushed on the history; returns ``(x0, lambda, next lambda)``, or
+        ``(x0, None, None)`` at the final noise removal (which clears the history for the next run)."""
+        level, next_level = entry.level, entry.target
+        x0 = tweedie_denoise(sample, score, level.a, level.s)
+        if isinstance(entry, Denoise):
+            self._history = []
+            return x0, None, None
+        lam = math.log(level.a / level.s)
+        self._history = [(lam, x0)] + self._history[: self.config.solver_order - 1]
+        return x0, lam, math.log(next_level.a / next_level.s)
+
+
+class ExponentialIntegratorScheduler(MultistepDataPredictionMixin, ScoreSDESchedulerMixin):
     """Multistep exponential-integrator solver of the probability-flow ODE in data-prediction form (DPM-Solver++(kM)).
 
     One network evaluation per grid time. Steps 1 and 2 use orders 1 and 2 while the history fills; the last evaluation,
@@ -119,23 +141,13 @@ class ExponentialIntegratorScheduler(ScoreSDESchedulerMixin):
         return time_grid(self.sde, num_inference_steps, self.config.sampling_eps, self.config.timestep_spacing,
                          self.config.rho, self.config.lambda_max_clipped, tail_log_snr=TAIL_LOG_SNR)
 
-    def _build_plan(self, levels):
-        self._history = []
-        plan = [PlanStep(level, next_level) for level, next_level in zip(levels[:-1], levels[1:])]
-        return plan + [Denoise(levels[-1], DATA_LEVEL)]
-
     def _update(self, entry, score, sample, generator):
-        level, next_level = entry.level, entry.target
-        x0 = tweedie_denoise(sample, score, level.a, level.s)
-        if isinstance(entry, Denoise):
-            self._history = []
+        x0, lam, next_lam = self._record(entry, score, sample)
+        if lam is None:
             return x0, x0
-        lam = math.log(level.a / level.s)
-        self._history = [(lam, x0)] + self._history[: self.config.solver_order - 1]
-        next_lam = math.log(next_level.a / next_level.s)
         clip = self.config.lambda_max_clipped
         derivatives = [] if clip is not None and next_lam > clip else taylor_derivatives(self._history)
         update = taylor_integral(_phi_weights(next_lam - lam), x0, derivatives)
-        prev_sample = (next_level.s / level.s) * sample + next_level.a * update
+        prev_sample = (entry.target.s / entry.level.s) * sample + entry.target.a * update
         return prev_sample, prev_sample
 

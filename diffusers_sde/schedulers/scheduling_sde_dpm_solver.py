@@ -18,9 +18,9 @@ import math
 
 from diffusers.configuration_utils import register_to_config
 
-from ..sde import tweedie_denoise
-from .scheduling_exponential_integrator import SOLVER_ORDERS, _phi_weights, taylor_derivatives, taylor_integral
-from .scheduling_score_sde import DATA_LEVEL, Denoise, PlanStep, ScoreSDESchedulerMixin
+from .scheduling_exponential_integrator import SOLVER_ORDERS, MultistepDataPredictionMixin, _phi_weights
+from .scheduling_exponential_integrator import taylor_derivatives, taylor_integral
+from .scheduling_score_sde import ScoreSDESchedulerMixin
 from .time_grids import TAIL_LOG_SNR, check_spacing, time_grid
 
 
@@ -30,7 +30,7 @@ def sde_phi_weights(h):
     return tuple(weight / 2**n for n, weight in enumerate(ode_weights))
 
 
-class SDEDPMSolverScheduler(ScoreSDESchedulerMixin):
+class SDEDPMSolverScheduler(MultistepDataPredictionMixin, ScoreSDESchedulerMixin):
     """SDE-DPM-Solver++(kM): a stochastic multistep sampler of the reverse SDE in data-prediction form, k = 1, 2, 3.
 
     One network evaluation per grid time, fresh Gaussian noise at every step (``generator`` lists give each sample its
@@ -87,21 +87,12 @@ class SDEDPMSolverScheduler(ScoreSDESchedulerMixin):
         return time_grid(self.sde, num_inference_steps, self.config.sampling_eps, self.config.timestep_spacing,
                          self.config.rho, tail_log_snr=TAIL_LOG_SNR)
 
-    def _build_plan(self, levels):
-        self._history = []
-        plan = [PlanStep(level, next_level) for level, next_level in zip(levels[:-1], levels[1:])]
-        return plan + [Denoise(levels[-1], DATA_LEVEL)]
-
     def _update(self, entry, score, sample, generator):
-        level, next_level = entry.level, entry.target
-        x0 = tweedie_denoise(sample, score, level.a, level.s)
-        if isinstance(entry, Denoise):
-            self._history = []
+        x0, lam, next_lam = self._record(entry, score, sample)
+        if lam is None:
             return x0, x0
-        lam, next_lam = math.log(level.a / level.s), math.log(next_level.a / next_level.s)
-        self._history = [(lam, x0)] + self._history[: self.config.solver_order - 1]
         h = next_lam - lam
         update = taylor_integral(sde_phi_weights(h), x0, taylor_derivatives(self._history))
-        mean = (next_level.s / level.s) * math.exp(-h) * sample + next_level.a * update  # (*) without its noise
-        noise_std = self.config.s_noise * next_level.s * math.sqrt(-math.expm1(-2 * h))
+        mean = (entry.target.s / entry.level.s) * math.exp(-h) * sample + entry.target.a * update  # (*) without noise
+        noise_std = self.config.s_noise * entry.target.s * math.sqrt(-math.expm1(-2 * h))
         return mean + noise_std * self._noise(sample, generator), mean
