@@ -22,10 +22,12 @@ def check_number(name, value, minimum=None, maximum=None, strict_minimum=True, a
     value = as_number(value)
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number{_range(minimum, maximum, strict_minimum)}, got {value!r}.")
-    below = value <= minimum if strict_minimum else value < minimum
-    if (minimum is not None and below) or (maximum is not None and value > maximum):
+    valid = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+    if valid and minimum is not None:
+        valid = value > minimum if strict_minimum else value >= minimum
+    if valid and maximum is not None:
+        valid = value <= maximum
+    if not valid:
         raise ValueError(f"{name} must be a finite number{_range(minimum, maximum, strict_minimum)}, got {value!r}.")
     return float(value)
 

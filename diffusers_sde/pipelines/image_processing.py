@@ -130,6 +130,17 @@ def pixels_to_data(pixels, num_levels, data_centered, noise=None):
     return low + (high - low) * unit
 
 
+def images_to_data(images, shape, data_centered, num_levels=None, name="images"):
+    """An image argument as data in the model's space (B, C, H, W), float32 or better: integer images of ``num_levels``
+    levels (default 256) mapped as pixels / (num_levels - 1), a floating tensor taken as it is (see the module rule)."""
+    pixels, data = parse_images(images, shape)
+    num_levels = check_num_levels(num_levels, pixels)
+    if data is None:
+        return pixels_to_data(pixels, num_levels, data_centered).to(torch.float32)
+    check_data_range(data, data_centered, name)
+    return data
+
+
 def postprocess(sample, output_type, data_centered):
     """The final sample as ``pil`` / ``np`` / ``pt`` images in [0, 1], or as it is (``latent``)."""
     if output_type == "latent":

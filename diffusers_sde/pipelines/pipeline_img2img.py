@@ -4,10 +4,9 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..validation import check_number
-from .image_processing import postprocess, sample_shape
+from .image_processing import images_to_data, postprocess, sample_shape
 from .denoising_loop import denoising_loop
 from .outputs import ScoreSDEPipelineOutput
-from .pipeline_inverse_problem import _data_from_image
 from .pipeline_score_sde import ScoreSDEPipeline
 
 
@@ -41,7 +40,7 @@ class ScoreSDEImg2ImgPipeline(ScoreSDEPipeline):
         self._check_scheduler()
         strength = check_number("strength", strength, minimum=0, maximum=1)
         shape = sample_shape(self.unet)
-        data = _data_from_image(image, shape, self.scheduler.config.data_centered)
+        data = images_to_data(image, shape, self.scheduler.config.data_centered, name="image")
         self._check_inputs(data.shape[0], shape, generator, None, output_type, callback_on_step_end,
                            callback_on_step_end_tensor_inputs, None)
         scheduler, device = self.scheduler, self._execution_device

@@ -23,7 +23,7 @@ from ..inverse_problems.smc import twisted_diffusion_sampler
 from ..sde import tweedie_denoise
 from ..validation import check_choice, check_integer, check_number
 from .image_processing import check_data_range, parse_images, pixels_to_data, postprocess
-from .image_processing import sample_shape
+from .image_processing import images_to_data, sample_shape
 from .denoising_loop import denoising_loop
 from .outputs import ScoreSDEPipelineOutput
 from .pipeline_score_sde import ScoreSDEPipeline
@@ -78,7 +78,7 @@ class ScoreSDEInverseProblemPipeline(ScoreSDEPipeline):
         check_choice("method", method, METHODS)
         noise_std = check_number("noise_std", noise_std, minimum=0, strict_minimum=False)
         shape = sample_shape(self.unet)
-        measurement = self._check_measurement(measurement, operator, method, noise_std, shape)
+        self._check_measurement(measurement, operator, method, noise_std, shape)
         batch_size = measurement.shape[0]
         self._check_inputs(batch_size, shape, generator, None, output_type, callback_on_step_end,
                            callback_on_step_end_tensor_inputs, None)
@@ -124,7 +124,6 @@ class ScoreSDEInverseProblemPipeline(ScoreSDEPipeline):
             raise ValueError(f"operator must be a LinearOperator or a callable, got {type(operator).__name__}.")
         elif not isinstance(measurement, torch.Tensor) or not measurement.is_floating_point():
             raise ValueError(f"measurement must be a floating tensor (B, ...), got {type(measurement).__name__}.")
-        return measurement
 
 
 def _imputation(operator, measurement, generator):
@@ -155,15 +154,6 @@ def _dps_guidance(operator, measurement, step_size):
         return model_output.detach(), scale.view(-1, *([1] * (x.dim() - 1))) * gradient
 
     return guidance
-
-
-def _data_from_image(image, shape, data_centered, name="image"):
-    """An image argument (PIL / np / uint8 / floating tensor) as data in the model's space (B, C, H, W)."""
-    pixels, data = parse_images(image, shape)
-    if data is None:
-        return pixels_to_data(pixels, 256, data_centered).to(torch.float32)
-    check_data_range(data, data_centered, name)
-    return data
 
 
 def _mask_tensor(mask_image, shape, batch_size):
@@ -215,7 +205,7 @@ class ScoreSDEInpaintPipeline(ScoreSDEInverseProblemPipeline):
             callback_on_step_end_tensor_inputs: as in :class:`ScoreSDEPipeline`.
         """
         shape = sample_shape(self.unet)
-        data = _data_from_image(image, shape, self.scheduler.config.data_centered)
+        data = images_to_data(image, shape, self.scheduler.config.data_centered, name="image")
         mask = _mask_tensor(mask_image, shape, data.shape[0])
         return super().__call__(data, Masking(mask, shape), method="imputation", num_inference_steps=num_inference_steps,
                                 generator=generator, output_type=output_type, return_dict=return_dict,

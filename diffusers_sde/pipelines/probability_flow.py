@@ -10,7 +10,8 @@ import torch
 from ..guidance.guidance import resolve_guidance
 from ..solvers.probability_flow_ode import ProbabilityFlowODE
 from ..validation import check_integer, check_number
-from .image_processing import check_data_range, check_num_levels, data_range, parse_images, pixels_to_data, postprocess
+from .image_processing import check_data_range, check_num_levels, data_range, images_to_data, parse_images
+from .image_processing import pixels_to_data, postprocess
 from .image_processing import check_output_type, sample_shape
 from .outputs import ScoreSDEEncodeOutput, ScoreSDELikelihoodOutput, ScoreSDEPipelineOutput
 from .progress import time_progress
@@ -163,9 +164,7 @@ class ProbabilityFlowMixin:
             return_dict (`bool`): return a :class:`ScoreSDEEncodeOutput` instead of a tuple ``(latents, nfe)``.
         """
         self._check_scheduler()
-        pixels, data, num_levels = self._parse_data(images, num_levels)
-        if data is None:
-            data = pixels_to_data(pixels, num_levels, self.scheduler.config.data_centered).to(torch.float32)
+        data = images_to_data(images, sample_shape(self.unet), self.scheduler.config.data_centered, num_levels)
         eps = self.scheduler.config.sampling_eps if eps is None else eps
         result = self._solve_with_progress("encode", eps, 1.0, rtol, atol, method, max_nfe,
                                            lambda ode: ode.encode(self._working(data), eps=eps))
