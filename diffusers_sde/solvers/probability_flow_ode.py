@@ -8,12 +8,15 @@ Along a trajectory the instantaneous change of variables (Chen et al. 2018; Song
     log p_eps(x) = log p_1(x_1) + int_eps^1 div v(x_t, t) dt,
 
 which :meth:`ProbabilityFlowODE.log_likelihood` integrates jointly with x. The divergence is estimated by
-Hutchinson-Skilling (``E[e^T (dv/dx) e] = div v`` for probes with E[e e^T] = I; one vector-Jacobian product per
-evaluation whatever the number of probes) or computed exactly (one vector-Jacobian product per dimension).
+Hutchinson-Skilling (``E[e^T (dv/dx) e] = div v`` for probes with E[e e^T] = I; one network pass and one batched
+vector-Jacobian product per evaluation whatever the number of probes) or computed exactly (one vector-Jacobian product
+per dimension). :class:`GaussianControlVariate` takes the exactly known divergence of a linear drift out of the
+estimate, so that the probes only estimate the remainder (docs/likelihood.md, "Variance reduction").
 
 The integrator is torchdiffeq's ``odeint``; its default ``dopri5`` is the RK45 (Dormand-Prince) pair of the paper.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +28,7 @@ from .errors import MaxNFEExceededError
 
 METHODS = ("dopri5", "bosh3", "fehlberg2", "adaptive_heun", "dopri8")  # torchdiffeq's adaptive-step methods
 DIVERGENCES = ("hutchinson", "exact")
-PROBES = ("rademacher", "gaussian")
+PROBES = ("rademacher", "hadamard", "gaussian", "orthogonal")
 
 
 @dataclass
@@ -72,9 +75,110 @@ def _draw_probes(kind, shape, generator, like):
     device = generator.device if generator is not None else None  # draw where the generator lives
     if kind == "rademacher":
         probes = torch.randint(0, 2, shape, generator=generator, dtype=torch.int8, device=device) * 2 - 1
-    else:
+    else:  # gaussian, and the raw draw of orthogonal probes
         probes = torch.randn(shape, generator=generator, dtype=torch.float64, device=device)
     return probes.to(device=like.device, dtype=like.dtype)
+
+
+def _hadamard_probes(num_probes, batch, sample_shape, generator, like):
+    """(K, B, ...) Rademacher probes, per sample the first K rows of a Sylvester-Hadamard matrix of order N = 2^n >= D,
+    on D columns picked at random, times random signs (K a power of two <= N).
+
+    Each probe alone is Rademacher (E[e e^T] = I, exact on the diagonal). The K rows form a subgroup of the Walsh
+    functions, so (1/K) sum_k e_ki e_kj is +-1 when the chosen columns c_i, c_j have c_i XOR c_j in the subgroup's
+    annihilator (N / K - 1 of the N - 1 other columns) and 0 otherwise: a pair of dimensions is aliased with
+    probability (N / K - 1) / (N - 1) < 1 / K, the off-diagonal second moment of K independent Rademacher probes.
+    The variance is that probability times 2 sum_{i != j} A_ij^2 (A symmetrized), and 0 at K = N = D.
+    """
+    if isinstance(generator, (list, tuple)):
+        per_sample = [_hadamard_probes(num_probes, 1, sample_shape, g, like) for g in generator]
+        return torch.cat(per_sample, dim=1)
+    device = generator.device if generator is not None else None
+    dim = math.prod(sample_shape)
+    order = 1 << max(dim - 1, 0).bit_length()
+    columns = torch.stack([torch.randperm(order, generator=generator, device=device)[:dim] for _ in range(batch)])
+    signs = torch.randint(0, 2, (batch, dim), generator=generator, device=device) * 2 - 1
+    rows = torch.arange(num_probes, device=columns.device)
+    overlap = rows[:, None, None] & columns[None]  # (K, B, D); H[k, c] = (-1)^popcount(k & c)
+    parity = torch.zeros_like(overlap)
+    for bit in range(order.bit_length()):
+        parity ^= (overlap >> bit) & 1
+    probes = (1 - 2 * parity) * signs[None].to(parity.device)
+    return probes.view(num_probes, batch, *sample_shape).to(device=like.device, dtype=like.dtype)
+
+
+def _orthogonalize(probes):
+    """(K, B, ...) Gaussian draws -> per sample, K mutually orthogonal probes of norm sqrt(D), jointly Haar-distributed.
+
+    Each probe alone is uniform on the sphere of radius sqrt(D), so E[e e^T] = I still holds, and K = D probes give the
+    trace exactly. Q of the QR of a Gaussian (D, K) matrix, with R's diagonal made positive, is Haar (Mezzadri 2007).
+    """
+    gaussian = probes.flatten(2).permute(1, 2, 0).double()  # (B, D, K)
+    q, r = torch.linalg.qr(gaussian)
+    q = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2))[:, None, :]
+    return (math.sqrt(gaussian.shape[1]) * q).permute(2, 0, 1).reshape(probes.shape).to(probes.dtype)
+
+
+class GaussianControlVariate:
+    """The exactly known part of div v: the probability-flow drift of a Gaussian N(m, C) approximation of the data.
+
+    The Gaussian's score at time t is -(a^2 C + s^2 I)^-1 (x - a m), linear in x, so its drift (Eq. 13) has the
+    constant Jacobian L(t) = f(t) I + g(t)^2 (a^2 C + s^2 I)^-1 / 2 (f: the SDE's drift coefficient) whose trace is
+    known exactly. Then div v = tr L + E[e^T (dv/dx - L) e]: the probes estimate only the remainder, unbiased for any
+    C, with less variance the closer L is to dv/dx. The mean m drops out.
+
+    Rademacher and orthogonal probes have |e|^2 = D, so the isotropic part of L (f I, and all of L for a number C)
+    cancels exactly in their estimate: only the anisotropic part of a (D,) or (D, D) covariance changes it.
+
+    Args:
+        sde (`ScoreSDE`): the forward SDE.
+        covariance: C in the model's space, over flattened samples: a number (isotropic variance), a (D,) tensor
+            (per-dimension variances) or a (D, D) symmetric positive semi-definite matrix.
+        dim (`int`): D.
+    """
+
+    def __init__(self, sde, covariance, dim):
+        self.sde = sde
+        allowed = f"a number, a ({dim},) tensor of variances or a ({dim}, {dim}) covariance matrix"
+        covariance = torch.as_tensor(covariance, dtype=torch.float64).cpu()
+        if covariance.shape == (dim, dim):
+            if not torch.allclose(covariance, covariance.T, rtol=1e-6, atol=1e-12):
+                raise ValueError(f"control_variate must be {allowed}; the ({dim}, {dim}) matrix given is not symmetric.")
+            self.eigenvalues, self.eigenvectors = torch.linalg.eigh(covariance)
+        elif covariance.dim() <= 1 and covariance.numel() in (1, dim):
+            self.eigenvalues, self.eigenvectors = covariance.reshape(-1).expand(dim).clone(), None  # standard basis
+        else:
+            raise ValueError(f"control_variate must be {allowed}, got shape {tuple(covariance.shape)}.")
+        scale = self.eigenvalues.abs().max() if len(self.eigenvalues) else 0.0
+        if not torch.isfinite(self.eigenvalues).all() or (self.eigenvalues < -1e-9 * scale).any():
+            raise ValueError(f"control_variate must be {allowed} with finite variances >= 0 (positive semi-definite);"
+                             f" its smallest eigenvalue is {self.eigenvalues.min().item():.3g}.")
+        self.eigenvalues = self.eigenvalues.clamp(min=0)
+
+    def _coefficients(self, t):
+        """f(t) and the eigenvalues of L(t) - f(t) I, g^2 / (2 (a^2 lambda_i + s^2)), in C's eigenbasis."""
+        t = torch.as_tensor(t, dtype=torch.float64).cpu()
+        a, s = self.sde.marginal(t)
+        return self.sde.drift_coefficient(t), 0.5 * self.sde.diffusion(t) ** 2 / (a**2 * self.eigenvalues + s**2)
+
+    def trace(self, t):
+        """tr L(t), a float64 scalar tensor."""
+        drift_coefficient, precision = self._coefficients(t)
+        return drift_coefficient * len(self.eigenvalues) + precision.sum()
+
+    def quadratic_form(self, probes):
+        """``t -> e^T L(t) e`` for fixed flattened probes (..., D), in float64 on their device; the probes are rotated
+        into C's eigenbasis once, here, not at every evaluation."""
+        probes = probes.double()
+        squared_norm = probes.pow(2).sum(-1)
+        rotated = probes if self.eigenvectors is None else probes @ self.eigenvectors.to(probes.device)
+        squared = rotated.pow(2)
+
+        def at(t):
+            drift_coefficient, precision = self._coefficients(t)
+            return drift_coefficient.item() * squared_norm + squared @ precision.to(probes.device)
+
+        return at
 
 
 class ProbabilityFlowODE:
@@ -151,17 +255,28 @@ class ProbabilityFlowODE:
         sample, nfe = self._solve(self._ode_func(), x, _check_eps(eps), 1.0)
         return ProbabilityFlowODEOutput(sample=sample, nfe=nfe)
 
-    def log_likelihood(self, x, eps=1e-5, divergence="hutchinson", probe="rademacher", num_probes=1, generator=None):
+    def log_likelihood(self, x, eps=1e-5, divergence="hutchinson", probe="rademacher", num_probes=1,
+                       control_variate=None, generator=None):
         """log p_eps(x) by the instantaneous change of variables, integrating x from eps to 1 jointly with the log-det.
 
         Args:
             x (`torch.Tensor`): (B, ...) data in the model's range; the solve runs in its dtype.
             eps (`float`): the data's time, in (0, 1) (paper: 1e-5).
-            divergence (`str`): ``hutchinson`` (unbiased estimate, one vector-Jacobian product per evaluation) or
-                ``exact`` (one vector-Jacobian product per dimension).
-            probe (`str`): Hutchinson probe distribution, ``rademacher`` (paper) or ``gaussian``.
-            num_probes (`int`): Hutchinson probes averaged per sample, fixed for the whole solve; they ride in the
-                batch dimension, so the cost is still one network pass and one vector-Jacobian product per evaluation.
+            divergence (`str`): ``hutchinson`` (unbiased estimate, one network pass and one batched vector-Jacobian
+                product per evaluation) or ``exact`` (one vector-Jacobian product per dimension).
+            probe (`str`): Hutchinson probe distribution: ``rademacher`` (independent entries +-1, the paper's),
+                ``hadamard`` (+-1 entries too, per sample the rows of a randomly signed and subsampled Hadamard matrix,
+                which alias fewer pairs of dimensions than independent probes; ``num_probes`` a power of two, exact
+                at ``num_probes = D`` for D a power of two), ``gaussian``, or ``orthogonal`` (per sample,
+                ``num_probes <= D`` mutually orthogonal probes uniform on the sphere of radius sqrt(D); exact at
+                ``num_probes = D``).
+            num_probes (`int`): Hutchinson probes averaged per sample, fixed for the whole solve. The network runs once
+                per evaluation on the batch of B; the K probes share its graph in one batched vector-Jacobian product,
+                so NFE does not grow with K (the backward work does).
+            control_variate (*optional*): the data covariance of a Gaussian approximation whose divergence is added
+                exactly, so that the probes estimate only the rest (:class:`GaussianControlVariate`): a number, a (D,)
+                tensor of variances or a (D, D) matrix, over flattened samples in the model's space. Unbiased for any
+                value; helps only ``hutchinson`` (for ``exact`` it is ignored).
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*): draws the probes; a list (one per
                 sample) gives each sample its own probes, independent of the batch.
         """
@@ -169,12 +284,26 @@ class ProbabilityFlowODE:
         check_choice("divergence", divergence, DIVERGENCES)
         check_choice("probe", probe, PROBES)
         num_probes = check_integer("num_probes", num_probes, minimum=1)
-        batch = x.shape[0]
+        batch, dim = x.shape[0], x[0].numel()
+        order = 1 << max(dim - 1, 0).bit_length()
+        if probe == "orthogonal" and num_probes > dim:
+            raise ValueError(f"num_probes={num_probes} orthogonal probes need num_probes <= {dim}, the samples'"
+                             f" dimension (at {dim} they give the exact divergence).")
+        if probe == "hadamard" and (num_probes > order or num_probes & (num_probes - 1)):
+            raise ValueError(f"num_probes={num_probes} hadamard probes need a power of two <= {order} (the Hadamard"
+                             f" order for dimension {dim}).")
         if divergence == "exact":
             divergence_fn = self._exact_divergence
         else:
-            probes = _draw_probes(probe, (num_probes * batch, *x.shape[1:]), generator, x)
-            divergence_fn = self._hutchinson_divergence(probes, num_probes)
+            if probe == "hadamard":
+                probes = _hadamard_probes(num_probes, batch, x.shape[1:], generator, x)
+            else:
+                probes = _draw_probes(probe, (num_probes * batch, *x.shape[1:]), generator, x)
+                probes = probes.view(num_probes, batch, *x.shape[1:])  # probe k of sample i at [k, i]
+            if probe == "orthogonal":
+                probes = _orthogonalize(probes)
+            control = None if control_variate is None else GaussianControlVariate(self.sde, control_variate, dim)
+            divergence_fn = self._hutchinson_divergence(probes, control)
 
         def func(t, state):
             with torch.enable_grad():
@@ -189,14 +318,24 @@ class ProbabilityFlowODE:
             log_prob=prior + delta, prior_log_prob=prior, delta_log_prob=delta, latents=latents, nfe=nfe
         )
 
-    def _hutchinson_divergence(self, probes, num_probes):
+    def _hutchinson_divergence(self, probes, control):
+        """div v ~ mean_k e_k^T (dv/dx) e_k [- e_k^T L e_k + tr L]; probes (K, B, ...), one network pass for all K."""
+        num_probes = probes.shape[0]
+        flat_probes = probes.flatten(2)  # (K, B, D)
+        quadratic_form = None if control is None else control.quadratic_form(flat_probes)
+
         def divergence(x, t):
-            # Each probe gets its own copy of the batch: one network pass and one VJP cover all of them.
-            copies = x.repeat(num_probes, *([1] * (x.dim() - 1))) if num_probes > 1 else x
-            drift = self.drift(copies, t)
-            (vjp,) = torch.autograd.grad(drift, copies, probes)
-            estimates = (vjp * probes).flatten(1).sum(1).view(num_probes, x.shape[0])
-            return drift[: x.shape[0]], estimates.mean(0)
+            drift = self.drift(x, t)
+            if num_probes == 1:
+                (vjp,) = torch.autograd.grad(drift, x, probes[0])
+                vjp = vjp[None]
+            else:
+                (vjp,) = torch.autograd.grad(drift, x, probes, is_grads_batched=True)
+            estimates = (vjp.flatten(2) * flat_probes).sum(2)  # (K, B)
+            if control is not None:
+                remainder = estimates.double() - quadratic_form(t)
+                estimates = (remainder + control.trace(t).to(remainder.device)).to(estimates.dtype)
+            return drift, estimates.mean(0)
 
         return divergence
 
