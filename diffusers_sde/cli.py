@@ -1,6 +1,7 @@
 """The ``diffusers-sde`` command line."""
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -27,7 +28,7 @@ from .schedulers import (
     SDEDPMSolverScheduler,
     UniPCScheduler,
 )
-from .solvers.probability_flow_ode import DIVERGENCES, METHODS as ODE_METHODS
+from .solvers.probability_flow_ode import DIVERGENCES, PROBES, METHODS as ODE_METHODS
 from .solvers.reverse_sde_torchsde import TORCHSDE_METHODS
 
 DEFAULT_MODEL = pretrained_model_path("digits-vp")
@@ -307,6 +308,8 @@ def likelihood(args):
     for name in ("batch_size", "repeats", "probes"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
+    if args.probe == "hadamard" and args.probes & (args.probes - 1):
+        raise SystemExit(f"--probe hadamard needs --probes a power of two (1, 2, 4, ...), got {args.probes}.")
     if args.levels < 2:
         raise SystemExit(f"--levels must be >= 2 (pixel values 0..levels-1), got {args.levels}.")
     if args.limit is not None and args.limit < 1:
@@ -322,6 +325,11 @@ def likelihood(args):
     pipe = _load_pipeline(args.model, args.device)
     pipe.set_progress_bar_config(disable=args.quiet)
     images = _load_image_folder(args.data, names, _sample_shape(pipe.unet))
+    dim = math.prod(_sample_shape(pipe.unet))
+    most_probes = {"orthogonal": dim, "hadamard": 1 << (dim - 1).bit_length()}.get(args.probe, args.probes)
+    if args.probes > most_probes:
+        raise SystemExit(f"--probe {args.probe} allows at most {most_probes} probes for this model's {dim} dimensions,"
+                         f" got --probes {args.probes}.")
     largest = max(int(np.asarray(image).max()) for image in images)
     if largest >= args.levels:
         raise SystemExit(f"--levels {args.levels} allows pixel values 0..{args.levels - 1}, but the images in --data"
@@ -333,7 +341,7 @@ def likelihood(args):
         try:
             output = pipe.log_likelihood(
                 images[first : first + args.batch_size], generator=generator, num_repeats=args.repeats, eps=args.eps,
-                rtol=args.rtol, atol=args.atol, divergence=args.divergence, num_probes=args.probes,
+                rtol=args.rtol, atol=args.atol, divergence=args.divergence, probe=args.probe, num_probes=args.probes,
                 num_levels=args.levels,
             )
         except ValueError as error:
@@ -351,7 +359,8 @@ def likelihood(args):
         figure = f"{len(values)} images, {values.mean().item():.4f} +- {half_width:.4f} bits/dim (95% CI)"
     else:
         figure = f"1 image, {values.item():.4f} bits/dim (one image: no interval)"
-    print(f"{args.data}: {figure}, repeats={args.repeats}, divergence={args.divergence}, NFE={nfe},"
+    estimator = args.divergence if args.divergence == "exact" else f"hutchinson ({args.probes} {args.probe})"
+    print(f"{args.data}: {figure}, repeats={args.repeats}, divergence={estimator}, NFE={nfe},"
           f" wall time {seconds:.2f} s")
     return values
 
@@ -414,7 +423,11 @@ def _add_likelihood_parser(commands):
     p.add_argument("--data", required=True, help="folder of images of the model's size (png, jpg, bmp, webp)")
     p.add_argument("--repeats", type=int, default=1, help="dequantizations per image (paper: 5)")
     p.add_argument("--divergence", choices=DIVERGENCES, default="hutchinson", help="divergence estimator")
-    p.add_argument("--probes", type=int, default=1, help="Hutchinson probes per evaluation")
+    p.add_argument("--probes", type=int, default=1,
+                   help="Hutchinson probes per image, all in one network pass per evaluation (paper: 1)")
+    p.add_argument("--probe", choices=PROBES, default="rademacher",
+                   help="probe kind (paper: rademacher); hadamard needs --probes a power of two and has less variance"
+                        " (docs/likelihood.md)")
     p.add_argument("--levels", type=int, default=256,
                    help="grey levels of the data: pixel values are 0..levels-1, dequantized as (value + U) / levels"
                         " (256: 8-bit images; 17: the sklearn digits)")

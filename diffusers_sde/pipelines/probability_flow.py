@@ -81,6 +81,7 @@ class ProbabilityFlowMixin:
         divergence: str = "hutchinson",
         probe: str = "rademacher",
         num_probes: int = 1,
+        control_variate=None,
         max_nfe: int = 10_000,
         num_levels: int = None,
         return_dict: bool = True,
@@ -104,8 +105,13 @@ class ProbabilityFlowMixin:
             method (`str`): torchdiffeq adaptive method; ``dopri5`` is RK45.
             divergence (`str`): ``hutchinson`` (unbiased, one vector-Jacobian product per evaluation) or ``exact``
                 (one per dimension; for small models and checks).
-            probe (`str`): Hutchinson probes, ``rademacher`` (paper) or ``gaussian``.
-            num_probes (`int`): Hutchinson probes averaged per evaluation.
+            probe (`str`): Hutchinson probes: ``rademacher`` (paper), ``hadamard`` (Rademacher rows of a random
+                Hadamard matrix, less variance than independent ones; ``num_probes`` a power of two), ``gaussian`` or
+                ``orthogonal`` (sphere-uniform, mutually orthogonal); see docs/likelihood.md, "Variance reduction".
+            num_probes (`int`): Hutchinson probes averaged per sample, all in one network pass and one batched
+                vector-Jacobian product per evaluation (NFE does not grow; the backward work does).
+            control_variate (*optional*): data covariance (a number, a (D,) tensor of variances or a (D, D) matrix in
+                the model's space) of a Gaussian whose divergence is added exactly, the probes estimating only the rest.
             max_nfe (`int`): error out past this many network evaluations in one solve.
             num_levels (`int`, *optional*): how many values the integer images take, 0..num_levels-1 (default 256,
                 8-bit); e.g. 17 for the sklearn digits (0..16). Only for integer images.
@@ -130,7 +136,8 @@ class ProbabilityFlowMixin:
             result = self._solve_with_progress(
                 f"likelihood {repeat + 1}/{num_repeats}", eps, 1.0, rtol, atol, method, max_nfe,
                 lambda ode: ode.log_likelihood(self._working(x), eps=eps, divergence=divergence, probe=probe,
-                                               num_probes=num_probes, generator=generator),
+                                               num_probes=num_probes, control_variate=control_variate,
+                                               generator=generator),
             )
             prior_nll -= result.prior_log_prob.double().cpu() / num_repeats
             ode_nll -= result.delta_log_prob.double().cpu() / num_repeats
