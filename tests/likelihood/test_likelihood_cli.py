@@ -51,6 +51,8 @@ def test_cli_prints_mean_bits_per_dim_with_a_confidence_interval(saved, capsys):
         (["--data", "/nonexistent-folder"], "--data"),
         (["--levels", "1"], "--levels must be >= 2"),
         (["--levels", "3"], "--levels 3 allows pixel values 0..2"),
+        (["--probe", "hadamard", "--probes", "3"], "--probes a power of two"),
+        (["--probe", "orthogonal", "--probes", "5"], "--probe orthogonal allows at most 4 probes"),
     ],
 )
 def test_cli_bad_arguments_are_named(saved, extra, message):
@@ -121,3 +123,17 @@ def test_colour_images_for_a_grey_model_follow_the_python_rule(saved, tmp_path, 
         main(argv)
         match = re.search(r"2 images, ([0-9.]+) \+-", capsys.readouterr().out)
         assert float(match.group(1)) == pytest.approx(expected.mean().item(), abs=1e-4)
+
+
+def test_cli_hadamard_probes_at_full_dimension_match_the_exact_divergence(saved, capsys):
+    # D = 4 = K: the Hadamard probes' average is the exact trace, so the two runs agree to rounding.
+    root, _ = saved
+    common = ["likelihood", "--model", str(root / "model"), "--data", str(root / "data"), "--seed", "3", "--per-image"]
+    main([*common, "--divergence", "exact"])
+    exact = capsys.readouterr().out
+    main([*common, "--probe", "hadamard", "--probes", "4"])
+    hadamard = capsys.readouterr().out
+    assert "divergence=hutchinson (4 hadamard)" in hadamard
+    values = [[float(line.split("\t")[1]) for line in out.splitlines() if "\t" in line] for out in (exact, hadamard)]
+    assert len(values[0]) == 5
+    np.testing.assert_allclose(values[1], values[0], atol=1e-4)
