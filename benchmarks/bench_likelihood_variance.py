@@ -12,7 +12,7 @@ variance, "diag" its per-dimension variances, "full" the (D, D) matrix.
 Columns, per SDE and setting, over the samples (bits/dim, NLL error = estimate - closed form):
   mae     mean absolute per-sample error, +- its standard error; "x paper": the paper setting's mae over this one;
   bias    mean error; nfe: network evaluations per solve (forward passes, each on the batch of samples);
-  vjp     vector-Jacobian products per evaluation (K probes share one batched product; exact: D of them);
+  vjp     vector-Jacobian products per evaluation, all through one network pass (K probes; exact: D of them);
   time    wall seconds for the whole batch (one CPU thread, shared machine: rough), and its ratio to the paper's.
 
 Usage: .venv/bin/python benchmarks/bench_likelihood_variance.py [--samples 256] [--sde vp ve subvp] [--seed 0]

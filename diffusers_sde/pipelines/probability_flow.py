@@ -108,8 +108,8 @@ class ProbabilityFlowMixin:
             probe (`str`): Hutchinson probes: ``rademacher`` (paper), ``hadamard`` (Rademacher rows of a random
                 Hadamard matrix, less variance than independent ones; ``num_probes`` a power of two), ``gaussian`` or
                 ``orthogonal`` (sphere-uniform, mutually orthogonal); see docs/likelihood.md, "Variance reduction".
-            num_probes (`int`): Hutchinson probes averaged per sample, all in one network pass and one batched
-                vector-Jacobian product per evaluation (NFE does not grow; the backward work does).
+            num_probes (`int`): Hutchinson probes averaged per sample, all through one network pass per evaluation
+                (NFE does not grow; the backward work does, one vector-Jacobian product per probe).
             control_variate (*optional*): data covariance (a number, a (D,) tensor of variances or a (D, D) matrix in
                 the model's space) of a Gaussian whose divergence is added exactly, the probes estimating only the rest.
             max_nfe (`int`): error out past this many network evaluations in one solve.
