@@ -9,9 +9,9 @@ Along a trajectory the instantaneous change of variables (Chen et al. 2018; Song
 
 which :meth:`ProbabilityFlowODE.log_likelihood` integrates jointly with x. The divergence is estimated by
 Hutchinson-Skilling (``E[e^T (dv/dx) e] = div v`` for probes with E[e e^T] = I; one network pass per evaluation
-whatever the number of probes, and one vector-Jacobian product per probe through its graph) or computed exactly (one vector-Jacobian product
-per dimension). :class:`GaussianControlVariate` takes the exactly known divergence of a linear drift out of the
-estimate, so that the probes only estimate the remainder (docs/likelihood.md, "Variance reduction").
+whatever the number of probes, and one vector-Jacobian product per probe through its graph) or computed exactly (one
+vector-Jacobian product per dimension). A Gaussian control variate takes the exactly known divergence of a linear drift
+out of the estimate, so that the probes only estimate the remainder (docs/likelihood.md, "Variance reduction").
 
 The integrator is torchdiffeq's ``odeint``; its default ``dopri5`` is the RK45 (Dormand-Prince) pair of the paper.
 """
@@ -119,7 +119,7 @@ def _orthogonalize(probes):
     return (math.sqrt(gaussian.shape[1]) * q).permute(2, 0, 1).reshape(probes.shape).to(probes.dtype)
 
 
-class GaussianControlVariate:
+class _GaussianControlVariate:
     """The exactly known part of div v: the probability-flow drift of a Gaussian N(m, C) approximation of the data.
 
     The Gaussian's score at time t is -(a^2 C + s^2 I)^-1 (x - a m), linear in x, so its drift (Eq. 13) has the
@@ -143,7 +143,8 @@ class GaussianControlVariate:
         covariance = torch.as_tensor(covariance, dtype=torch.float64).cpu()
         if covariance.shape == (dim, dim):
             if not torch.allclose(covariance, covariance.T, rtol=1e-6, atol=1e-12):
-                raise ValueError(f"control_variate must be {allowed}; the ({dim}, {dim}) matrix given is not symmetric.")
+                raise ValueError(f"control_variate must be {allowed}; the ({dim}, {dim}) matrix given is not"
+                                 " symmetric.")
             self.eigenvalues, self.eigenvectors = torch.linalg.eigh(covariance)
         elif covariance.dim() <= 1 and covariance.numel() in (1, dim):
             self.eigenvalues, self.eigenvectors = covariance.reshape(-1).expand(dim).clone(), None  # standard basis
@@ -274,9 +275,9 @@ class ProbabilityFlowODE:
                 per evaluation on the batch of B; the K probes' vector-Jacobian products all go through that one
                 graph, so NFE does not grow with K (the backward work does, K-fold).
             control_variate (*optional*): the data covariance of a Gaussian approximation whose divergence is added
-                exactly, so that the probes estimate only the rest (:class:`GaussianControlVariate`): a number, a (D,)
-                tensor of variances or a (D, D) matrix, over flattened samples in the model's space. Unbiased for any
-                value; helps only ``hutchinson`` (for ``exact`` it is ignored).
+                exactly, so that the probes estimate only the rest (docs/likelihood.md): a number, a (D,) tensor of
+                variances or a (D, D) matrix, over flattened samples in the model's space. Unbiased for any value;
+                ignored by ``exact``.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*): draws the probes; a list (one per
                 sample) gives each sample its own probes, independent of the batch.
         """
@@ -302,7 +303,7 @@ class ProbabilityFlowODE:
                 probes = probes.view(num_probes, batch, *x.shape[1:])  # probe k of sample i at [k, i]
             if probe == "orthogonal":
                 probes = _orthogonalize(probes)
-            control = None if control_variate is None else GaussianControlVariate(self.sde, control_variate, dim)
+            control = None if control_variate is None else _GaussianControlVariate(self.sde, control_variate, dim)
             divergence_fn = self._hutchinson_divergence(probes, control)
 
         def func(t, state):
