@@ -140,7 +140,13 @@ class _GaussianControlVariate:
     def __init__(self, sde, covariance, dim):
         self.sde = sde
         allowed = f"a number, a ({dim},) tensor of variances or a ({dim}, {dim}) covariance matrix"
-        covariance = torch.as_tensor(covariance, dtype=torch.float64).cpu()
+        given = covariance
+        try:
+            covariance = torch.as_tensor(covariance, dtype=torch.float64).cpu()
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"control_variate must be {allowed}, got {given!r}.") from None
+        if not torch.isfinite(covariance).all():
+            raise ValueError(f"control_variate must be {allowed} with finite entries; it holds nan or inf.")
         if covariance.shape == (dim, dim):
             if not torch.allclose(covariance, covariance.T, rtol=1e-6, atol=1e-12):
                 raise ValueError(f"control_variate must be {allowed}; the ({dim}, {dim}) matrix given is not"
@@ -151,7 +157,7 @@ class _GaussianControlVariate:
         else:
             raise ValueError(f"control_variate must be {allowed}, got shape {tuple(covariance.shape)}.")
         scale = self.eigenvalues.abs().max() if len(self.eigenvalues) else 0.0
-        if not torch.isfinite(self.eigenvalues).all() or (self.eigenvalues < -1e-9 * scale).any():
+        if (self.eigenvalues < -1e-9 * scale).any():
             raise ValueError(f"control_variate must be {allowed} with finite variances >= 0 (positive semi-definite);"
                              f" its smallest eigenvalue is {self.eigenvalues.min().item():.3g}.")
         self.eigenvalues = self.eigenvalues.clamp(min=0)
