@@ -98,12 +98,13 @@ def _hadamard_probes(num_probes, batch, sample_shape, generator, like):
     order = 1 << max(dim - 1, 0).bit_length()
     columns = torch.stack([torch.randperm(order, generator=generator, device=device)[:dim] for _ in range(batch)])
     signs = torch.randint(0, 2, (batch, dim), generator=generator, device=device) * 2 - 1
-    rows = torch.arange(num_probes, device=columns.device)
-    overlap = rows[:, None, None] & columns[None]  # (K, B, D); H[k, c] = (-1)^popcount(k & c)
-    parity = torch.zeros_like(overlap)
-    for bit in range(order.bit_length()):
-        parity ^= (overlap >> bit) & 1
-    probes = (1 - 2 * parity) * signs[None].to(parity.device)
+    probes = torch.empty((num_probes, batch, dim), dtype=torch.int8, device=columns.device)
+    for row in range(num_probes):  # one row at a time: no (K, B, D) int64 intermediate
+        overlap = row & columns  # H[k, c] = (-1)^popcount(k & c)
+        parity = torch.zeros_like(overlap)
+        for bit in range(order.bit_length()):
+            parity ^= (overlap >> bit) & 1
+        probes[row] = (1 - 2 * parity) * signs
     return probes.view(num_probes, batch, *sample_shape).to(device=like.device, dtype=like.dtype)
 
 
