@@ -54,8 +54,14 @@ def taylor_integral(weights, x0, derivatives):
 
 
 class MultistepDataPredictionMixin:
-    """What the multistep exponential integrators share (this ODE solver and SDE-DPM-Solver++): one evaluation per grid
-    time ending with the noise removal, and a history of the last ``solver_order`` data predictions in lambda."""
+    """What the multistep exponential integrators share (this ODE solver, SDE-DPM-Solver++, ER-SDE-Solver): one
+    evaluation per grid time ending with the noise removal, and a history of the last ``solver_order`` data predictions
+    in the variable x0 is expanded in (:meth:`_expansion_variable`)."""
+
+    @staticmethod
+    def _expansion_variable(level):
+        """The variable the Taylor expansion of x0 runs in: lambda = log(a / s) for the DPM-Solver++ family."""
+        return math.log(level.a / level.s)
 
     def _build_plan(self, levels):
         self._history = []
@@ -63,16 +69,17 @@ class MultistepDataPredictionMixin:
         return plan + [Denoise(levels[-1], DATA_LEVEL)]
 
     def _record(self, entry, score, sample):
-        """Tweedie's x0 at ``entry.level``, pushed on the history; returns ``(x0, lambda, next lambda)``, or
+        """Tweedie's x0 at ``entry.level``, pushed on the history; returns ``(x0, lambda, next lambda)`` (in the
+        expansion variable), or
         ``(x0, None, None)`` at the final noise removal (which clears the history for the next run)."""
         level, next_level = entry.level, entry.target
         x0 = tweedie_denoise(sample, score, level.a, level.s)
         if isinstance(entry, Denoise):
             self._history = []
             return x0, None, None
-        lam = math.log(level.a / level.s)
+        lam = self._expansion_variable(level)
         self._history = [(lam, x0)] + self._history[: self.config.solver_order - 1]
-        return x0, lam, math.log(next_level.a / next_level.s)
+        return x0, lam, self._expansion_variable(next_level)
 
 
 class ExponentialIntegratorScheduler(MultistepDataPredictionMixin, ScoreSDESchedulerMixin):
