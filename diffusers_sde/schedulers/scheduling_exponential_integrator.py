@@ -191,9 +191,10 @@ class ExponentialIntegratorScheduler(MultistepDataPredictionMixin, ScoreSDESched
         FutureWarning saying how to drop it. Passing ``lambda_max_clipped`` explicitly silences it."""
         clip = None if config is None or isinstance(config, str) else dict(config).get("lambda_max_clipped")
         if clip is not None and "lambda_max_clipped" not in kwargs:
+            is_old_default = math.isclose(clip, math.log(100.0))
+            old_default = " (log(100), the default before the convergent grid)" if is_old_default else ""
             warnings.warn(
-                f"This {cls.__name__} config sets lambda_max_clipped={clip:.6g}"
-                f"{' (log(100), the default before the convergent grid)' if math.isclose(clip, math.log(100.0)) else ''}:"
+                f"This {cls.__name__} config sets lambda_max_clipped={clip:.6g}{old_default}:"
                 " the log-SNR grid is clipped and its error stops falling with NFE (about 3% variance error at any"
                 " budget on the benchmark mixtures). Load it with lambda_max_clipped=None (e.g."
                 f" {cls.__name__}.from_pretrained(path, lambda_max_clipped=None), or from_config(config,"

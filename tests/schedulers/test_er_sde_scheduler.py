@@ -47,8 +47,9 @@ def _run(scheduler, x, seed=1):
 
 @pytest.mark.parametrize("sigma_u, sigma_t", [(50.0, 0.001), (1.3, 0.9), (0.02, 0.0199)])
 def test_weights_match_their_closed_forms_for_the_ode_and_the_reverse_sde(sigma_u, sigma_t):
-    # w_1 = (sigma_t - sigma_u) + phi_t int dsigma / phi and w_2 = (sigma_t - sigma_u)^2 / 2 + phi_t int (sigma - sigma_u)
-    # / phi dsigma, integrated by hand for phi = sigma and phi = sigma^2, over a whole VE schedule in one step too.
+    # w_1 = (sigma_t - sigma_u) + phi_t int dsigma / phi and
+    # w_2 = (sigma_t - sigma_u)^2 / 2 + phi_t int (sigma - sigma_u) / phi dsigma, integrated by hand for phi = sigma
+    # and phi = sigma^2, over a whole VE schedule in one step too.
     delta, log_ratio = sigma_t - sigma_u, math.log(sigma_u / sigma_t)
     inverse = 1 / sigma_t - 1 / sigma_u
     closed = {
@@ -73,7 +74,8 @@ def test_weights_match_their_closed_forms_for_the_ode_and_the_reverse_sde(sigma_
 def test_first_order_members_are_ddim_and_the_sde_posterior_step(sde_type, member, reference):
     # The paper's two limits: phi = sigma is the ODE (its first-order step is DDIM, our exponential integrator's order
     # 1) and phi = sigma^2 the reverse SDE (SDE-DPM-Solver++ 1S, the SDE's own Gaussian posterior), same noise draws.
-    scheduler, other = _continuous(ERSDEScheduler, sde_type, solver_order=1, noise_scale_function=member), reference(sde_type)
+    scheduler = _continuous(ERSDEScheduler, sde_type, solver_order=1, noise_scale_function=member)
+    other = reference(sde_type)
     scheduler.set_timesteps(12)
     other.set_timesteps(12)
     torch.testing.assert_close(scheduler.timesteps, other.timesteps)

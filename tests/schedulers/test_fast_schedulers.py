@@ -230,7 +230,8 @@ def test_bad_input_names_argument_and_value(cls, kwargs, fragment):
 
 def test_a_saved_clipped_config_loads_with_a_future_warning_naming_the_fix(tmp_path):
     # Configs saved under the old default (lambda_max_clipped = log(100)) keep their clip, and say how to drop it.
-    ExponentialIntegratorScheduler(sde_type="subvp", lambda_max_clipped=math.log(100.0)).save_pretrained(tmp_path / "old")
+    old = ExponentialIntegratorScheduler(sde_type="subvp", lambda_max_clipped=math.log(100.0))
+    old.save_pretrained(tmp_path / "old")
     ExponentialIntegratorScheduler(sde_type="subvp").save_pretrained(tmp_path / "new")
     with pytest.warns(FutureWarning) as caught:
         kept = ExponentialIntegratorScheduler.from_pretrained(tmp_path / "old")
@@ -244,4 +245,5 @@ def test_a_saved_clipped_config_loads_with_a_future_warning_naming_the_fix(tmp_p
         ExponentialIntegratorScheduler.from_pretrained(tmp_path / "new")
         ExponentialIntegratorScheduler.from_config(kept.config, lambda_max_clipped=math.log(100.0))  # kept on purpose
     assert dropped.config.lambda_max_clipped is None
-    torch.testing.assert_close(dropped._grid_times(20), ExponentialIntegratorScheduler(sde_type="subvp")._grid_times(20))
+    default = ExponentialIntegratorScheduler(sde_type="subvp")
+    torch.testing.assert_close(dropped._grid_times(20), default._grid_times(20))

@@ -21,8 +21,8 @@ def _continuous(cls, sde_type, **kwargs):
 
 @pytest.mark.parametrize("sde_type", SDE_TYPES)
 def test_second_order_step_is_dpm_solver_pp_2m_as_published(sde_type):
-    # Lu et al. 2022, Alg. 2: x_t = (s_t / s_u) x_u - a_t (e^-h - 1) [(1 + 1 / (2 r)) D_0 - 1 / (2 r) D_1], r = h_prev / h,
-    # written here from the levels and Tweedie's formula, independently of the scheduler's weights.
+    # Lu et al. 2022, Alg. 2: x_t = (s_t / s_u) x_u - a_t (e^-h - 1) [(1 + 1 / (2 r)) D_0 - 1 / (2 r) D_1],
+    # r = h_prev / h, written here from the levels and Tweedie's formula, independently of the scheduler's weights.
     scheduler = _continuous(ExponentialIntegratorScheduler, sde_type, solver_order=2)
     score = gaussian_score(scheduler.sde)
     scheduler.set_timesteps(20)
