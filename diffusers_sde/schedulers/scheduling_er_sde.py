@@ -8,12 +8,12 @@ y = x / a and the noise scale sigma = s / a (a VE process for every SDE), with t
 so any phi with d log phi / d log sigma >= 1 is one member. Its variation-of-constants solution from u to t is
 
     y_t = (phi_t / phi_u) y_u + phi_t integral_{sigma_t}^{sigma_u} phi'(sigma) / phi(sigma)^2 x0(sigma) dsigma
-          + sqrt(sigma_t^2 - sigma_u^2 (phi_t / phi_u)^2) z                                        (paper Eq. 10 / 12)
+          + sqrt(sigma_t^2 - sigma_u^2 (phi_t / phi_u)^2) z
 
 with an exact noise term. Expanding x0 in a Taylor series in sigma around sigma_u (derivatives by divided differences of
-earlier data predictions, as the multistep solvers do in lambda) and integrating by parts gives the weight of
-x0^(n) / n!:  w_0 = 1 - phi_t / phi_u,  w_n = (sigma_t - sigma_u)^n / n! + phi_t integral (sigma - sigma_u)^(n-1) /
-(n-1)! / phi(sigma) dsigma. The remaining integrals of 1 / phi have no closed form for the paper's recommended phi, so
+earlier data predictions, as the multistep solvers do in lambda) and integrating by parts gives the weight of the
+n-th derivative x0^(n)(sigma_u):  w_0 = 1 - phi_t / phi_u,
+w_n = (sigma_t - sigma_u)^n / n! + phi_t integral (sigma - sigma_u)^(n-1) / (n-1)! / phi(sigma) dsigma. The remaining integrals of 1 / phi have no closed form for the paper's recommended phi, so
 they are taken by Gauss-Legendre quadrature in log sigma (exact to round-off for the smooth integrands here).
 
 phi(sigma) = sigma is the ODE (the step is DDIM / DPM-Solver++ 1 at order 1) and phi(sigma) = sigma^2 is the reverse
@@ -146,7 +146,8 @@ class ERSDEScheduler(MultistepDataPredictionMixin, ScoreSDESchedulerMixin):
             return x0, x0
         weights, ratio, noise_std = self._steps[self._step_index - 1]
         update = taylor_integral(weights, x0, taylor_derivatives(self._history))
-        mean = (entry.target.a / entry.level.a) * ratio * sample + entry.target.a * update  # Eq. above in x = a y
+        # The solution of the module docstring, in x = a y.
+        mean = (entry.target.a / entry.level.a) * ratio * sample + entry.target.a * update
         if noise_std == 0:
             return mean, mean
         return mean + entry.target.a * noise_std * self._noise(sample, generator), mean
