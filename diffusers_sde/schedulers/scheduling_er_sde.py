@@ -10,11 +10,15 @@ so any phi with d log phi / d log sigma >= 1 is one member. Its variation-of-con
     y_t = (phi_t / phi_u) y_u + phi_t integral_{sigma_t}^{sigma_u} phi'(sigma) / phi(sigma)^2 x0(sigma) dsigma
           + sqrt(sigma_t^2 - sigma_u^2 (phi_t / phi_u)^2) z
 
-with an exact noise term. Expanding x0 in a Taylor series in sigma around sigma_u (derivatives by divided differences of
-earlier data predictions, as the multistep solvers do in lambda) and integrating by parts gives the weight of the
-n-th derivative x0^(n)(sigma_u):  w_0 = 1 - phi_t / phi_u,
-w_n = (sigma_t - sigma_u)^n / n! + phi_t integral (sigma - sigma_u)^(n-1) / (n-1)! / phi(sigma) dsigma. The
-remaining integrals of 1 / phi have no closed form for the paper's recommended phi, so they are taken by Gauss-Legendre quadrature in log sigma (exact to round-off for the smooth integrands here).
+with an exact noise term. Expanding x0 in a Taylor series in sigma around sigma_u (derivatives by divided differences
+of earlier data predictions, as the multistep solvers do in lambda) and integrating by parts gives the weight of the
+n-th derivative x0^(n)(sigma_u):
+
+    w_0 = 1 - phi_t / phi_u,
+    w_n = (sigma_t - sigma_u)^n / n! + phi_t integral (sigma - sigma_u)^(n-1) / (n-1)! / phi(sigma) dsigma.
+
+The integrals of 1 / phi have no closed form for the paper's recommended phi, so they are taken by Gauss-Legendre
+quadrature in log sigma (exact to round-off for the smooth integrands here).
 
 phi(sigma) = sigma is the ODE (the step is DDIM / DPM-Solver++ 1 at order 1) and phi(sigma) = sigma^2 is the reverse
 SDE (the step is SDE-DPM-Solver++ 1S, the SDE's own Gaussian posterior, at order 1).
