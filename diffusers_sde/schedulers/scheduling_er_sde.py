@@ -137,8 +137,9 @@ class ERSDEScheduler(MultistepDataPredictionMixin, ScoreSDESchedulerMixin):
             if not (math.isfinite(shrink) and shrink <= 1 + 1e-12):
                 raise ValueError(
                     f"noise_scale_function={name!r} is not a member of the ER-SDE family on this schedule: between"
-                    f" noise levels sigma = {sigma_u:.4g} and {sigma_t:.4g} phi falls faster than sigma (the step's"
-                    f" noise variance is negative). Use another noise_scale_function or a smaller sigma_max."
+                    f" noise levels sigma = {sigma_u:.4g} and {sigma_t:.4g} phi falls more slowly than sigma"
+                    " (d log phi / d log sigma < 1: the step's noise variance is negative). Use another"
+                    " noise_scale_function or a smaller sigma_max."
                 )
             noise_std = 0.0 if shrink > 1 - 1e-12 else sigma_t * math.sqrt(1 - shrink**2)  # phi = sigma: exactly none
             self._steps.append((weights, ratio, noise_std))
