@@ -35,6 +35,7 @@ import torch
 
 from diffusers_sde import (
     EDMHeunScheduler,
+    ERSDEScheduler,
     ExponentialIntegratorScheduler,
     GaussianMixture,
     RestartScheduler,
@@ -114,6 +115,11 @@ def ours(sde_type):
         ("ours SDE-DPM-Solver++ 3M", lambda: SDEDPMSolverScheduler(**config), one),
         ("ours SDE-DPM-Solver++ 2M", lambda: SDEDPMSolverScheduler(**config, solver_order=2), one),
         ("ours SDE-DPM-Solver++ 1S", lambda: SDEDPMSolverScheduler(**config, solver_order=1), one),
+        ("ours ER-SDE-Solver-3 (er_sde_5)", lambda: ERSDEScheduler(**config), one),
+        ("ours ER-SDE-Solver-2 (er_sde_5)", lambda: ERSDEScheduler(**config, solver_order=2), one),
+        ("ours ER-SDE-Solver-3 (reverse_sde)", lambda: ERSDEScheduler(**config, noise_scale_function="reverse_sde"),
+         one),
+        ("ours ER-SDE-Solver-3 (ode)", lambda: ERSDEScheduler(**config, noise_scale_function="ode"), one),
         ("ours EDM Heun", lambda: EDMHeunScheduler(**config), heun),
         ("ours EDM Heun churn 5", lambda: EDMHeunScheduler(**config, s_churn=5.0, s_tmin=0.01, s_tmax=5.0), heun),
         ("ours UniPC 3 (bh1, UniC)", lambda: UniPCScheduler(**config), one),

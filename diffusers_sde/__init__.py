@@ -31,6 +31,7 @@ from .schedulers import (
     SDEDPMSolverScheduler,
     UniPCScheduler,
 )
+from .schedulers import NOISE_SCALE_FUNCTIONS, ERSDEScheduler
 from .cold_diffusion import BlurDegradation, ColdDiffusionPipeline, ColdDiffusionScheduler, ColdDiffusionSchedulerOutput
 from .cold_diffusion import ComposedDegradation, Degradation, DownsampleDegradation, FadeDegradation, MaskDegradation
 from .pretrained_models import PRETRAINED_MODELS, pretrained_model_path
@@ -53,6 +54,7 @@ __all__ = [
     "NCSNppModel", "NCSNppOutput",
     "PredictorCorrectorScheduler", "ProbabilityFlowScheduler", "ExponentialIntegratorScheduler", "EDMHeunScheduler",
     "SDEDPMSolverScheduler", "RestartScheduler", "UniPCScheduler",
+    "ERSDEScheduler", "NOISE_SCALE_FUNCTIONS",
     "SOLVER_ORDERS", "TIMESTEP_SPACINGS", "ScoreSDESchedulerMixin", "ScoreSDESchedulerOutput",
     "ScoreSDEPipeline", "ScoreSDEPipelineOutput", "ScoreSDEInverseProblemPipeline", "ScoreSDEInpaintPipeline",
     "ScoreSDEColorizationPipeline", "ScoreSDEImg2ImgPipeline", "INVERSE_PROBLEM_METHODS",

@@ -21,6 +21,7 @@ from .schedulers import (
     PREDICTORS,
     INTEGRATORS,
     EDMHeunScheduler,
+    ERSDEScheduler,
     ExponentialIntegratorScheduler,
     PredictorCorrectorScheduler,
     ProbabilityFlowScheduler,
@@ -41,6 +42,7 @@ SCHEDULER_SAMPLERS = {  # --sampler -> the scheduler that runs in the diffusers 
     "sde_dpm_solver": SDEDPMSolverScheduler,
     "restart": RestartScheduler,
     "unipc": UniPCScheduler,
+    "er_sde": ERSDEScheduler,
 }
 SOLVER_SAMPLERS = ("torchsde", "gotta_go_fast", "adaptive_ode")  # pipe(sampler=...): adaptive or torchsde solvers
 SAMPLERS = (*SCHEDULER_SAMPLERS, *SOLVER_SAMPLERS)
@@ -379,7 +381,7 @@ def _add_sample_parser(commands):
     p.add_argument("--model", default="digits-vp", help=MODEL_HELP)
     p.add_argument("--sampler", choices=(*SAMPLERS, *SAMPLER_ALIASES), default="predictor_corrector",
                    help="predictor_corrector / probability_flow / exponential_integrator / edm_heun / sde_dpm_solver /"
-                        " restart / unipc run their scheduler in the diffusers loop (docs/fast_samplers.md says which"
+                        " restart / unipc / er_sde run their scheduler in the diffusers loop (docs/fast_samplers.md says which"
                         " to use per SDE and budget); torchsde / gotta_go_fast / adaptive_ode (RK45) are solvers outside it"
                         " (pc and ode: deprecated names of predictor_corrector and probability_flow)")
     p.add_argument("--steps", type=int,

@@ -222,7 +222,7 @@ def test_bad_train_classifier_arguments_name_the_flag(tmp_path, argv, message):
     assert message in str(error.value)
 
 
-@pytest.mark.parametrize("sampler, nfe", [("sde_dpm_solver", 3), ("unipc", 3), ("restart", 5)])
+@pytest.mark.parametrize("sampler, nfe", [("sde_dpm_solver", 3), ("unipc", 3), ("restart", 5), ("er_sde", 3)])
 def test_the_round_two_schedulers_run_from_the_command_line(tmp_path, capsys, sampler, nfe):
     main(["sample", "--sampler", sampler, "--steps", "3", "--batch-size", "2", "--out", str(tmp_path / "g.png"),
           "--quiet"])

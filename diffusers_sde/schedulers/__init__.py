@@ -7,3 +7,4 @@ from .time_grids import TIMESTEP_SPACINGS
 from .scheduling_sde_dpm_solver import SDEDPMSolverScheduler
 from .scheduling_restart import DEFAULT_RESTART_INTERVALS, RestartScheduler
 from .scheduling_unipc import UNIPC_VARIANTS, UniPCScheduler
+from .scheduling_er_sde import NOISE_SCALE_FUNCTIONS, ERSDEScheduler

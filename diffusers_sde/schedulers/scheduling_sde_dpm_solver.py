@@ -18,8 +18,7 @@ import math
 
 from diffusers.configuration_utils import register_to_config
 
-from .scheduling_exponential_integrator import SOLVER_ORDERS, MultistepDataPredictionMixin, _phi_weights
-from .scheduling_exponential_integrator import taylor_derivatives, taylor_integral
+from .scheduling_exponential_integrator import MultistepDataPredictionMixin, _phi_weights
 from .scheduling_score_sde import ScoreSDESchedulerMixin
 from .time_grids import TAIL_LOG_SNR, check_spacing, time_grid
 
@@ -48,6 +47,8 @@ class SDEDPMSolverScheduler(MultistepDataPredictionMixin, ScoreSDESchedulerMixin
         timestep_spacing (`str`): ``log_snr`` (uniform in lambda, stretched past noise 1e-3 as in
             :class:`ExponentialIntegratorScheduler`; default), ``uniform_time`` or ``karras``.
         rho (`float`): exponent of the ``karras`` spacing.
+        solver_type (`str`), lower_order_final (`bool`): as in :class:`ExponentialIntegratorScheduler` (defaults
+            ``midpoint``, the SDE-DPM-Solver++(2M) weighting of diffusers and k-diffusion, and True).
         s_noise (`float`): scale of the injected noise; 1 (default) is the exact reverse SDE, 0 turns the step into
             a deterministic one that is *not* the probability-flow ODE (it contracts the variance): leave it at 1
             unless you compensate for a network that over-smooths.
@@ -73,11 +74,12 @@ class SDEDPMSolverScheduler(MultistepDataPredictionMixin, ScoreSDESchedulerMixin
         timestep_spacing: str = "log_snr",
         rho: float = 7.0,
         s_noise: float = 1.0,
+        solver_type: str = "midpoint",
+        lower_order_final: bool = True,
     ):
         self._setup(sde_type, sigma_min, sigma_max, beta_min, beta_max, num_train_timesteps, sampling_eps,
                     prediction_type, timestep_type, data_centered)
-        if solver_order not in SOLVER_ORDERS:
-            raise ValueError(f"solver_order must be one of {SOLVER_ORDERS}, got {solver_order!r}.")
+        self._check_multistep_options(solver_order, solver_type, lower_order_final)
         check_spacing(timestep_spacing, rho)
         if not s_noise >= 0:
             raise ValueError(f"s_noise must be >= 0, got {s_noise}.")
@@ -92,7 +94,7 @@ class SDEDPMSolverScheduler(MultistepDataPredictionMixin, ScoreSDESchedulerMixin
         if lam is None:
             return x0, x0
         h = next_lam - lam
-        update = taylor_integral(sde_phi_weights(h), x0, taylor_derivatives(self._history))
+        update = self._taylor_step(sde_phi_weights(h), x0, h)
         mean = (entry.target.s / entry.level.s) * math.exp(-h) * sample + entry.target.a * update  # (*) without noise
         noise_std = self.config.s_noise * entry.target.s * math.sqrt(-math.expm1(-2 * h))
         return mean + noise_std * self._noise(sample, generator), mean

@@ -13,6 +13,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from testing_utils import MIXTURE_SHAPE, mixture_model, tiny_unet
 from diffusers_sde import (
     EDMHeunScheduler,
+    ERSDEScheduler,
     ExponentialIntegratorScheduler,
     PredictorCorrectorScheduler,
     ProbabilityFlowScheduler,
@@ -129,6 +130,7 @@ INVARIANT = [
     SDEDPMSolverScheduler(sde_type="subvp", solver_order=2),
     RestartScheduler(sde_type="vp", restart_intervals=[[2, 2, 0.1, 1.0]]),
     UniPCScheduler(sde_type="ve"),
+    ERSDEScheduler(sde_type="subvp"),
 ]
 
 

@@ -1,6 +1,7 @@
 """ExponentialIntegratorScheduler and EDMHeunScheduler against closed-form truth, for VE, VP and sub-VP."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -225,3 +226,24 @@ def test_bad_input_names_argument_and_value(cls, kwargs, fragment):
     with pytest.raises(ValueError) as error:
         cls(**kwargs)
     assert fragment in str(error.value)
+
+
+def test_a_saved_clipped_config_loads_with_a_future_warning_naming_the_fix(tmp_path):
+    # Configs saved under the old default (lambda_max_clipped = log(100)) keep their clip, and say how to drop it.
+    old = ExponentialIntegratorScheduler(sde_type="subvp", lambda_max_clipped=math.log(100.0))
+    old.save_pretrained(tmp_path / "old")
+    ExponentialIntegratorScheduler(sde_type="subvp").save_pretrained(tmp_path / "new")
+    with pytest.warns(FutureWarning) as caught:
+        kept = ExponentialIntegratorScheduler.from_pretrained(tmp_path / "old")
+    message = str(caught[0].message)
+    assert "lambda_max_clipped=4.60517 (log(100), the default before the convergent grid)" in message
+    assert "from_pretrained(path, lambda_max_clipped=None)" in message
+    assert kept.config.lambda_max_clipped == pytest.approx(math.log(100.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dropped = ExponentialIntegratorScheduler.from_pretrained(tmp_path / "old", lambda_max_clipped=None)
+        ExponentialIntegratorScheduler.from_pretrained(tmp_path / "new")
+        ExponentialIntegratorScheduler.from_config(kept.config, lambda_max_clipped=math.log(100.0))  # kept on purpose
+    assert dropped.config.lambda_max_clipped is None
+    default = ExponentialIntegratorScheduler(sde_type="subvp")
+    torch.testing.assert_close(dropped._grid_times(20), default._grid_times(20))

@@ -11,6 +11,7 @@ from diffusers import EulerDiscreteScheduler
 from testing_utils import MIXTURE_SHAPE, mixture_model
 from diffusers_sde import (
     EDMHeunScheduler,
+    ERSDEScheduler,
     ExponentialIntegratorScheduler,
     GaussianMixture,
     NoiseLevel,
@@ -37,6 +38,8 @@ SCHEDULERS = {
     "sde-dpm-subvp-2m": lambda: SDEDPMSolverScheduler(sde_type="subvp", solver_order=2),
     "restart-ve": lambda: RestartScheduler(sde_type="ve", restart_intervals=[[2, 2, 0.5, 2.0]]),
     "unipc-subvp": lambda: UniPCScheduler(sde_type="subvp"),
+    "er-sde-vp": lambda: ERSDEScheduler(sde_type="vp"),
+    "er-sde-ve-ode": lambda: ERSDEScheduler(sde_type="ve", noise_scale_function="ode", solver_order=2),
 }
 NAMES = list(SCHEDULERS)
 STEPS = 10
@@ -231,6 +234,7 @@ SDEDIT = {
     "sde-dpm": (lambda sde: SDEDPMSolverScheduler(sde_type=sde), 100),
     "restart": (lambda sde: RestartScheduler(sde_type=sde), 100),
     "unipc": (lambda sde: UniPCScheduler(sde_type=sde), 50),
+    "er-sde": (lambda sde: ERSDEScheduler(sde_type=sde), 50),
 }
 
 
