@@ -439,12 +439,14 @@ def build_parser():
     from .conditional_commands import add_conditional_parsers
     from .guidance.training import add_train_classifier_parser
     from .training.command import add_train_parser
+    from .training.autoencoder import add_train_vae_parser
     from .models.conversion import add_convert_parser
 
     add_train_parser(commands)
     add_conditional_parsers(commands)
     add_convert_parser(commands)
     add_train_classifier_parser(commands)
+    add_train_vae_parser(commands)
     return parser
 
 
