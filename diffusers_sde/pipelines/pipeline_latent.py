@@ -75,9 +75,6 @@ class ScoreSDELatentPipeline(ScoreSDEPipeline):
         scaled = latents.to(device=self._execution_device, dtype=vae.dtype) / vae.config.scaling_factor
         return vae.decode(scaled).sample.to(torch.float32)
 
-    def _image_channels(self):
-        return self.vae.config.out_channels
-
     def _to_images(self, sample, output_type):
         if output_type == "latent":
             return sample

@@ -43,7 +43,7 @@ def slerp(start, end, weight):
 
 class ProbabilityFlowMixin:
     """``log_likelihood``, ``encode`` and ``decode`` of a pipeline with ``unet``, a diffusers-sde ``scheduler``, and
-    ``_image_channels()`` / ``_to_images(sample, output_type)`` (how its samples become images)."""
+    ``image_shape()`` and ``_to_images(sample, output_type)`` (the images its samples become)."""
 
     def _unconditional_score(self):
         """The model's score; a class-conditional network is fed its unconditional label (the marginal density)."""
@@ -190,7 +190,7 @@ class ProbabilityFlowMixin:
         """
         self._check_scheduler()
         shape = sample_shape(self.unet)
-        check_output_type(output_type, self._image_channels())
+        check_output_type(output_type, self.image_shape()[0])
         if not isinstance(latents, torch.Tensor) or tuple(latents.shape[1:]) != shape:
             raise ValueError(f"latents must be a tensor (B, *{shape}) (unet in_channels, sample_size), got"
                              f" {tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__}.")

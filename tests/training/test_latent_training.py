@@ -104,6 +104,10 @@ def test_train_with_vae_learns_cached_latents_and_saves_a_latent_pipeline(tmp_pa
     pipe.set_progress_bar_config(disable=True)
     images = pipe(batch_size=2, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
     assert images.shape == (2, 8, 8, 1)
+    # diffusers-sde sample loads the folder as the latent pipeline and writes decoded 8 x 8 images
+    main(["sample", "--model", config.output_dir, "--batch-size", "2", "--steps", "2", "--quiet", "--out",
+          str(tmp_path / "grid.png")])
+    assert (tmp_path / "grid.png").exists()
 
 
 def test_bad_vae_path_is_refused(tmp_path):
