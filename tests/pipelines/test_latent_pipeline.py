@@ -3,6 +3,7 @@ to a Gaussian mixture in latent space, so the latent pipeline run on the exact l
 mixture after decoding, and its latent likelihood plus the map's log|det| must be the pixel mixture's density."""
 
 import math
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -225,3 +226,18 @@ def test_real_autoencoder_images_and_latents_have_the_documented_shapes():
         pipe.encode_image(torch.zeros(1, 1, 4, 4))
     with pytest.raises(ValueError, match="latents must be a tensor"):
         pipe.decode_latents(torch.zeros(1, 1, 8, 8))
+
+
+def test_embedded_latent_model_saves_and_loads_bit_identically(tmp_path):
+    from diffusers_sde import pretrained_model_path
+
+    pipe = ScoreSDELatentPipeline.from_pretrained(pretrained_model_path("digits-vp-latent"))
+    assert pipe.image_shape() == (1, 8, 8) and (pipe.unet.config.in_channels, pipe.unet.config.sample_size) == (2, 4)
+    pipe.save_pretrained(tmp_path)
+    for component in ("vae", "unet"):
+        name = "diffusion_pytorch_model.safetensors"
+        embedded = os.path.join(pretrained_model_path("digits-vp-latent"), component, name)
+        assert (tmp_path / component / name).read_bytes() == open(embedded, "rb").read(), component
+    loaded = ScoreSDELatentPipeline.from_pretrained(tmp_path)
+    for name, state in _state_dicts(pipe).items():
+        assert all(torch.equal(tensor, _state_dicts(loaded)[name][key]) for key, tensor in state.items()), name

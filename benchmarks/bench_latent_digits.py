@@ -1,0 +1,89 @@
+"""A latent score model against the pixel-space one on the sklearn digits, at equal network evaluations: Frechet
+distance in the digits classifier's feature space and class coverage (``diffusers_sde.evaluation``).
+
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_latent_digits.py \
+        [--latent-model digits-vp-latent] [--pixel-model digits-vp] [--samples 500]
+
+Rows: real held-out digits (the measure's floor), the VAE's reconstructions of those held-out digits (the floor a
+latent model can reach: its samples are decoded by the same VAE), uniform noise, then both models with the same
+samplers and step counts, each from the same seed. Prints a markdown table (the one in docs/latent.md).
+"""
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from diffusers_sde import (
+    ExponentialIntegratorScheduler,
+    PRETRAINED_MODELS,
+    PredictorCorrectorScheduler,
+    ScoreSDELatentPipeline,
+    ScoreSDEPipeline,
+    pretrained_model_path,
+)
+from diffusers_sde.evaluation import DigitsQuality
+from diffusers_sde.training.data import DIGITS_GREY_LEVELS, digits_split
+
+
+def _row(name, nfe, result, seconds=None):
+    shares = result["class_shares"]
+    timing = "" if seconds is None else f"{seconds:.0f}"
+    print(f"| {name:<52} | {nfe:>4} | {result['frechet_distance']:8.2f} | {result['class_coverage']:.2f} |"
+          f" {min(shares):.3f}-{max(shares):.3f} | {timing:>4} |", flush=True)
+
+
+def _path(model):
+    return pretrained_model_path(model) if model in PRETRAINED_MODELS else model
+
+
+def samplers(config):
+    """(label, scheduler, step counts), built from a model's own scheduler config."""
+    return [
+        ("PC Euler-Maruyama", PredictorCorrectorScheduler.from_config(config, predictor="euler_maruyama",
+                                                                      corrector="none"), [50, 200]),
+        ("exponential integrator (3M, log-SNR)", ExponentialIntegratorScheduler.from_config(config), [10, 20]),
+    ]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--latent-model", default="digits-vp-latent", help="a ScoreSDELatentPipeline folder or name")
+    parser.add_argument("--pixel-model", default="digits-vp", help="a ScoreSDEPipeline folder or embedded name")
+    parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    quality = DigitsQuality()
+    latent = ScoreSDELatentPipeline.from_pretrained(_path(args.latent_model))
+    pixel = ScoreSDEPipeline.from_pretrained(_path(args.pixel_model))
+    for pipe in (latent, pixel):
+        pipe.set_progress_bar_config(disable=True)
+
+    print("| sample set | NFE | Frechet distance | class coverage | class shares | seconds |")
+    print("|---|---|---|---|---|---|")
+    heldout, _ = digits_split("heldout")
+    size = min(args.samples, len(heldout))
+    real = heldout[:size]
+    _row(f"real held-out digits ({size}, floor)", "-", quality.evaluate(real / DIGITS_GREY_LEVELS))
+    pixels = torch.from_numpy(real.astype(np.uint8))[:, None]
+    reconstructed = (latent.decode_latents(latent.encode_image(pixels, num_levels=DIGITS_GREY_LEVELS + 1)) + 1) / 2
+    _row(f"VAE reconstructions of those digits (latent floor)", "-",
+         quality.evaluate(reconstructed.clamp(0, 1)[:, 0].numpy()))
+    _row(f"uniform noise ({args.samples})", "-", quality.evaluate(np.random.RandomState(args.seed).rand(args.samples, 8, 8)))
+
+    for label, _, step_counts in samplers(pixel.scheduler.config):
+        for steps in step_counts:
+            for name, pipe in (("pixel", pixel), ("latent", latent)):
+                pipe.scheduler = dict((row[0], row[1]) for row in samplers(pipe.scheduler.config))[label]
+                start = time.perf_counter()
+                output = pipe(batch_size=args.samples, num_inference_steps=steps,
+                              generator=torch.Generator().manual_seed(args.seed), output_type="np")
+                _row(f"{name}: {label}, {steps} steps", output.nfe, quality.evaluate(output.images[..., 0]),
+                     time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main()
