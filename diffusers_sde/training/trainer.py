@@ -38,7 +38,7 @@ PRESET_OPTIMIZERS = {"digits-tiny": dict(learning_rate=1e-3, warmup_steps=100),
 DEFAULT_LABEL_DROPOUT = 0.1
 # What the network computes: a checkpoint can only resume with the same values (and data of the same shape).
 MODEL_FIELDS = ("sde_type", "sigma_min", "sigma_max", "beta_min", "beta_max", "num_train_timesteps", "prediction_type",
-                "timestep_type", "data_centered", "model_preset", "num_classes")
+                "timestep_type", "data_centered", "model_preset", "num_classes", "vae")
 SDE_PARAMETERS = {"ve": ("sigma_min", "sigma_max"), "vp": ("beta_min", "beta_max"), "subvp": ("beta_min", "beta_max")}
 
 

@@ -114,3 +114,13 @@ def test_bad_vae_path_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--vae .* is not an AutoencoderKL folder"):
         train(TrainingConfig(output_dir=str(tmp_path / "x"), vae=str(tmp_path / "missing"), max_steps=1,
                              warmup_steps=0))
+
+
+def test_resume_refuses_another_vae(tmp_path, vae_folder):
+    config = TrainingConfig(output_dir=str(tmp_path / "latent"), vae=str(vae_folder), model_preset="digits-mini",
+                            max_steps=1, batch_size=8, warmup_steps=0, checkpointing_steps=1, log_every=0)
+    train(config)
+    other = tmp_path / "other-vae"  # latents of the same shape: only --vae tells the two models apart
+    main(["train-vae", "--output-dir", str(other), "--max-steps", "1", "--seed", "1", *TINY_VAE])
+    with pytest.raises(ValueError, match=f"holds a different model: --vae {vae_folder} -> {other} \\(checkpoint"):
+        train(TrainingConfig(**{**vars(config), "vae": str(other), "resume": "latest", "max_steps": 2}))
