@@ -2,7 +2,7 @@
 distance in the digits classifier's feature space and class coverage (``diffusers_sde.evaluation``).
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_latent_digits.py \
-        [--latent-model digits-vp-latent] [--pixel-model digits-vp] [--samples 500]
+        [--latent-model digits-vp-latent] [--pixel-model digits-vp] [--samples 500] [--seed 0] [--only latent]
 
 Rows: real held-out digits (the measure's floor), the VAE's reconstructions of those held-out digits (the floor a
 latent model can reach: its samples are decoded by the same VAE), uniform noise, then both models with the same
@@ -53,6 +53,7 @@ def main():
     parser.add_argument("--pixel-model", default="digits-vp", help="a ScoreSDEPipeline folder or embedded name")
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=("latent", "pixel"), help="sample one model only (the other is slow)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -77,6 +78,8 @@ def main():
     for label, _, step_counts in samplers(pixel.scheduler.config):
         for steps in step_counts:
             for name, pipe in (("pixel", pixel), ("latent", latent)):
+                if args.only not in (None, name):
+                    continue
                 pipe.scheduler = dict((row[0], row[1]) for row in samplers(pipe.scheduler.config))[label]
                 start = time.perf_counter()
                 output = pipe(batch_size=args.samples, num_inference_steps=steps,
