@@ -6,7 +6,9 @@ distance in the digits classifier's feature space and class coverage (``diffuser
 
 Rows: real held-out digits (the measure's floor), the VAE's reconstructions of those held-out digits (the floor a
 latent model can reach: its samples are decoded by the same VAE), uniform noise, then both models with the same
-samplers and step counts, each from the same seed. Prints a markdown table (the one in docs/latent.md).
+samplers and step counts, each from the same seed. ``nearest train digit`` is the mean distance from a sample to its
+nearest training digit (a model that copies its training set scores near 0; the held-out digits give the reference).
+Prints a markdown table (the one in docs/latent.md).
 """
 
 import argparse
@@ -27,11 +29,20 @@ from diffusers_sde.evaluation import DigitsQuality
 from diffusers_sde.training.data import DIGITS_GREY_LEVELS, digits_split
 
 
-def _row(name, nfe, result, seconds=None):
+def nearest_train_distance(images, train):
+    """Mean Euclidean distance (images in [0, 1]) from each image to its nearest training digit: a copy of the training
+    set scores 0, new digits score as the held-out ones do."""
+    flat = torch.as_tensor(np.asarray(images), dtype=torch.float64).flatten(1)
+    return torch.cdist(flat, train).min(1).values.mean().item()
+
+
+def _row(name, nfe, images, quality, train, seconds=None):
+    result = quality.evaluate(images)
     shares = result["class_shares"]
     timing = "" if seconds is None else f"{seconds:.0f}"
     print(f"| {name:<52} | {nfe:>4} | {result['frechet_distance']:8.2f} | {result['class_coverage']:.2f} |"
-          f" {min(shares):.3f}-{max(shares):.3f} | {timing:>4} |", flush=True)
+          f" {min(shares):.3f}-{max(shares):.3f} | {nearest_train_distance(images, train):.2f} | {timing:>4} |",
+          flush=True)
 
 
 def _path(model):
@@ -63,17 +74,18 @@ def main():
     for pipe in (latent, pixel):
         pipe.set_progress_bar_config(disable=True)
 
-    print("| sample set | NFE | Frechet distance | class coverage | class shares | seconds |")
-    print("|---|---|---|---|---|---|")
+    print("| sample set | NFE | Frechet distance | class coverage | class shares | nearest train digit | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    train = torch.from_numpy(digits_split("train")[0] / DIGITS_GREY_LEVELS).flatten(1)
     heldout, _ = digits_split("heldout")
     size = min(args.samples, len(heldout))
     real = heldout[:size]
-    _row(f"real held-out digits ({size}, floor)", "-", quality.evaluate(real / DIGITS_GREY_LEVELS))
+    _row(f"real held-out digits ({size}, floor)", "-", real / DIGITS_GREY_LEVELS, quality, train)
     pixels = torch.from_numpy(real.astype(np.uint8))[:, None]
     reconstructed = (latent.decode_latents(latent.encode_image(pixels, num_levels=DIGITS_GREY_LEVELS + 1)) + 1) / 2
-    _row(f"VAE reconstructions of those digits (latent floor)", "-",
-         quality.evaluate(reconstructed.clamp(0, 1)[:, 0].numpy()))
-    _row(f"uniform noise ({args.samples})", "-", quality.evaluate(np.random.RandomState(args.seed).rand(args.samples, 8, 8)))
+    _row("VAE reconstructions of those digits (latent floor)", "-", reconstructed.clamp(0, 1)[:, 0].numpy(), quality,
+         train)
+    _row(f"uniform noise ({args.samples})", "-", np.random.RandomState(args.seed).rand(args.samples, 8, 8), quality, train)
 
     for label, _, step_counts in samplers(pixel.scheduler.config):
         for steps in step_counts:
@@ -84,8 +96,8 @@ def main():
                 start = time.perf_counter()
                 output = pipe(batch_size=args.samples, num_inference_steps=steps,
                               generator=torch.Generator().manual_seed(args.seed), output_type="np")
-                _row(f"{name}: {label}, {steps} steps", output.nfe, quality.evaluate(output.images[..., 0]),
-                     time.perf_counter() - start)
+                seconds = time.perf_counter() - start
+                _row(f"{name}: {label}, {steps} steps", output.nfe, output.images[..., 0], quality, train, seconds)
 
 
 if __name__ == "__main__":
