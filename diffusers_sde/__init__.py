@@ -11,6 +11,7 @@ from .parameterization import PREDICTION_TYPES, TIMESTEP_TYPES, Parameterization
 from .pipelines import SAMPLERS, ScoreSDEPipeline, ScoreSDEPipelineOutput
 from .pipelines import INVERSE_PROBLEM_METHODS, ScoreSDEColorizationPipeline, ScoreSDEImg2ImgPipeline
 from .pipelines import ScoreSDEInpaintPipeline, ScoreSDEInverseProblemPipeline
+from .pipelines import ScoreSDELatentPipeline
 from .inverse_problems import ChannelMean, Downsample, LinearOperator, Masking
 from .pipelines import ScoreSDEEncodeOutput, ScoreSDELikelihoodOutput, slerp
 from .schedulers import (
@@ -44,7 +45,7 @@ from .training import train
 __version__ = "0.1.0"
 
 _register([ScoreSDEPipeline, ScoreSDEInverseProblemPipeline, ScoreSDEInpaintPipeline, ScoreSDEColorizationPipeline,
-           ScoreSDEImg2ImgPipeline, ColdDiffusionPipeline])
+           ScoreSDEImg2ImgPipeline, ColdDiffusionPipeline, ScoreSDELatentPipeline])
 
 __all__ = [
     "CORRECTORS", "INTEGRATORS", "LANGEVIN_NORMS", "PREDICTORS", "PREDICTION_TYPES", "SAMPLERS", "SDE_TYPES",
@@ -58,6 +59,7 @@ __all__ = [
     "SOLVER_ORDERS", "TIMESTEP_SPACINGS", "ScoreSDESchedulerMixin", "ScoreSDESchedulerOutput",
     "ScoreSDEPipeline", "ScoreSDEPipelineOutput", "ScoreSDEInverseProblemPipeline", "ScoreSDEInpaintPipeline",
     "ScoreSDEColorizationPipeline", "ScoreSDEImg2ImgPipeline", "INVERSE_PROBLEM_METHODS",
+    "ScoreSDELatentPipeline",
     "LinearOperator", "Masking", "ChannelMean", "Downsample",
     "ScoreSDEEncodeOutput", "ScoreSDELikelihoodOutput", "slerp",
     "DIVERGENCES", "PROBES", "MaxNFEExceededError", "ProbabilityFlowODE", "ProbabilityFlowODEOutput",

@@ -13,7 +13,7 @@ from .command_options import check_device as _check_device
 from .command_options import resolve_model as _resolve_model
 from .command_options import silence_progress_bars as _silence_progress_bars
 from .image_grid import image_format, save_image_grid
-from .pipelines import ScoreSDEPipeline
+from .pipelines import ScoreSDELatentPipeline, ScoreSDEPipeline
 from .pipelines.image_processing import sample_shape as _sample_shape
 from .pretrained_models import PRETRAINED_CLASSIFIERS, PRETRAINED_MODELS, pretrained_model_path
 from .schedulers import (
@@ -102,9 +102,20 @@ def _positive(flag, value, allow_zero=False):
         raise SystemExit(f"{flag} must be {'>= 0' if allow_zero else '> 0'}, got {value}.")
 
 
+def _pipeline_class(path):
+    """ScoreSDELatentPipeline for a folder saved as one (it holds a vae), else ScoreSDEPipeline, which also maps the
+    stock diffusers score-SDE and DDPM folders."""
+    try:
+        name = ScoreSDEPipeline.load_config(path).get("_class_name")
+    except (OSError, ValueError, EnvironmentError):
+        return ScoreSDEPipeline  # from_pretrained reports what is wrong with the folder
+    return ScoreSDELatentPipeline if name == ScoreSDELatentPipeline.__name__ else ScoreSDEPipeline
+
+
 def _load_pipeline(model, device, classifier=None):
     try:
-        pipe = ScoreSDEPipeline.from_pretrained(_resolve_model(model))
+        path = _resolve_model(model)
+        pipe = _pipeline_class(path).from_pretrained(path)
     except (OSError, ValueError, EnvironmentError) as error:
         raise SystemExit(
             f"--model {model!r} could not be loaded: {error} (pass a model folder, a Hub repo id or one of the embedded"
@@ -187,7 +198,7 @@ def _report_digits_quality(pipe, images, class_label=None):
     """For a 1 x 8 x 8 model (the embedded digits model): Frechet distance and class coverage in a digits classifier.
 
     A report, never a failure: whatever goes wrong here, the samples are already written."""
-    if _sample_shape(pipe.unet) != (1, 8, 8):
+    if pipe.image_shape() != (1, 8, 8):
         return
     if class_label is not None:
         _report_class_recognition(images, class_label)
@@ -454,12 +465,14 @@ def build_parser():
     from .conditional_commands import add_conditional_parsers
     from .guidance.training import add_train_classifier_parser
     from .training.command import add_train_parser
+    from .training.autoencoder import add_train_vae_parser
     from .models.conversion import add_convert_parser
 
     add_train_parser(commands)
     add_conditional_parsers(commands)
     add_convert_parser(commands)
     add_train_classifier_parser(commands)
+    add_train_vae_parser(commands)
     return parser
 
 

@@ -4,8 +4,9 @@ import os
 
 PRETRAINED_MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 # Pipelines. digits-vp: VP, 8x8 greyscale sklearn digits, trained by the command in docs/training.md; digits-vp-cfg: its
-# class-conditional sibling for classifier-free guidance (docs/controllable.md).
-PRETRAINED_MODELS = ("digits-vp", "digits-vp-cfg")
+# class-conditional sibling for classifier-free guidance (docs/controllable.md); digits-vp-latent: a VP model of a small
+# AutoencoderKL's latents, a ScoreSDELatentPipeline (docs/latent.md).
+PRETRAINED_MODELS = ("digits-vp", "digits-vp-cfg", "digits-vp-latent")
 # Noise-conditional classifiers for classifier guidance: a folder holding classifier/ (docs/controllable.md).
 PRETRAINED_CLASSIFIERS = ("digits-vp-classifier",)
 

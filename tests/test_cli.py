@@ -158,10 +158,11 @@ def test_grids_are_near_square(tmp_path):
 
 
 def test_pretrained_model_path_names_the_embedded_models():
-    assert PRETRAINED_MODELS == ("digits-vp", "digits-vp-cfg")
+    assert PRETRAINED_MODELS == ("digits-vp", "digits-vp-cfg", "digits-vp-latent")
     pipe = ScoreSDEPipeline.from_pretrained(pretrained_model_path("digits-vp"))
     assert pipe.unet.config.sample_size == 8 and pipe.scheduler.config.sde_type == "vp"
-    with pytest.raises(ValueError, match=r"name must be one of \('digits-vp', 'digits-vp-cfg', 'digits-vp-classifier'\),"
+    with pytest.raises(ValueError, match=r"name must be one of \('digits-vp', 'digits-vp-cfg', 'digits-vp-latent',"
+                                         r" 'digits-vp-classifier'\),"
                                          r" got 'digits-ve'"):
         pretrained_model_path("digits-ve")
 

@@ -7,4 +7,5 @@ from .pipeline_inverse_problem import (
     ScoreSDEInverseProblemPipeline,
 )
 from .pipeline_img2img import ScoreSDEImg2ImgPipeline
+from .pipeline_latent import ScoreSDELatentPipeline
 from .probability_flow import slerp

@@ -83,7 +83,7 @@ class ScoreSDEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
 
     def _check_inputs(self, batch_size, shape, generator, latents, output_type, callback_on_step_end,
                       callback_on_step_end_tensor_inputs, sampler):
-        check_output_type(output_type, shape[0])
+        check_output_type(output_type, self.image_shape()[0])
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(
                 f"generator is a list of {len(generator)} generators but batch_size is {batch_size}; pass one per sample."
@@ -207,10 +207,18 @@ class ScoreSDEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
                                               callback_on_step_end_tensor_inputs, guidance)
         self.maybe_free_model_hooks()
 
-        images = postprocess(sample, output_type, self.scheduler.config.data_centered)
+        images = self._to_images(sample, output_type)
         if not return_dict:
             return (images, nfe)
         return ScoreSDEPipelineOutput(images=images, nfe=nfe)
+
+    def image_shape(self):
+        """(C, H, W) of the images the pipeline returns: the unet's samples (a latent pipeline's are decoded)."""
+        return sample_shape(self.unet)
+
+    def _to_images(self, sample, output_type):
+        """Where a final sample becomes images (a latent pipeline decodes it here)."""
+        return postprocess(sample, output_type, self.scheduler.config.data_centered)
 
     def _run_scheduler(self, sample, num_inference_steps, generator, callback_on_step_end, tensor_inputs, guidance):
         """The diffusers denoising loop over ``scheduler.timesteps``, with ``guidance``'s network and classifier term;

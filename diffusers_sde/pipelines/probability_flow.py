@@ -11,7 +11,7 @@ from ..guidance.guidance import resolve_guidance
 from ..solvers.probability_flow_ode import ProbabilityFlowODE
 from ..validation import check_integer, check_number
 from .image_processing import check_data_range, check_num_levels, data_range, images_to_data, parse_images
-from .image_processing import pixels_to_data, postprocess
+from .image_processing import pixels_to_data
 from .image_processing import check_output_type, sample_shape
 from .outputs import ScoreSDEEncodeOutput, ScoreSDELikelihoodOutput, ScoreSDEPipelineOutput
 from .progress import time_progress
@@ -42,7 +42,8 @@ def slerp(start, end, weight):
 
 
 class ProbabilityFlowMixin:
-    """``log_likelihood``, ``encode`` and ``decode`` of a pipeline with ``unet`` and a diffusers-sde ``scheduler``."""
+    """``log_likelihood``, ``encode`` and ``decode`` of a pipeline with ``unet``, a diffusers-sde ``scheduler``, and
+    ``image_shape()`` and ``_to_images(sample, output_type)`` (the images its samples become)."""
 
     def _unconditional_score(self):
         """The model's score; a class-conditional network is fed its unconditional label (the marginal density)."""
@@ -196,7 +197,7 @@ class ProbabilityFlowMixin:
         """
         self._check_scheduler()
         shape = sample_shape(self.unet)
-        check_output_type(output_type, shape[0])
+        check_output_type(output_type, self.image_shape()[0])
         if not isinstance(latents, torch.Tensor) or tuple(latents.shape[1:]) != shape:
             raise ValueError(f"latents must be a tensor (B, *{shape}) (unet in_channels, sample_size), got"
                              f" {tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__}.")
@@ -204,7 +205,7 @@ class ProbabilityFlowMixin:
         result = self._solve_with_progress("decode", 1.0, eps, rtol, atol, method, max_nfe,
                                            lambda ode: ode.decode(self._working(latents), eps=eps))
         self.maybe_free_model_hooks()
-        images = postprocess(result.sample, output_type, self.scheduler.config.data_centered)
+        images = self._to_images(result.sample, output_type)
         if not return_dict:
             return (images, result.nfe)
         return ScoreSDEPipelineOutput(images=images, nfe=result.nfe)

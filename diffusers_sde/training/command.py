@@ -57,6 +57,8 @@ _HELP = {
     "num_samples": "samples per grid of --sample-every",
     "push_to_hub": "push the saved pipeline to the Hub (after the local save)",
     "hub_model_id": "Hub repo for --push-to-hub (default: the output folder's name)",
+    "vae": "an AutoencoderKL folder (diffusers-sde train-vae): train on its scaled latents, encoded once, and save a"
+           " ScoreSDELatentPipeline",
 }
 _CHOICES = {"sde_type": SDE_TYPES, "prediction_type": PREDICTION_TYPES, "timestep_type": TIMESTEP_TYPES,
             "model_preset": tuple(UNET_PRESETS), "loss": LOSSES, "weighting": WEIGHTINGS, "reduction": REDUCTIONS,

@@ -182,3 +182,25 @@ def load_dataset(data, data_centered=True, with_labels=False):
         raise ValueError(f"--num-classes needs class labels, but --data {data!r} is a plain image folder, which has"
                          f" none; pass 'digits', or imagefolder:<path> with one subfolder per class.")
     return load_image_folder(data, data_centered)
+
+
+def load_autoencoder(path):
+    """The ``AutoencoderKL`` of ``--vae``: a folder written by ``diffusers-sde train-vae`` (or any ``AutoencoderKL``
+    folder), or a pipeline folder holding one in ``vae/``."""
+    from diffusers import AutoencoderKL
+
+    subfolder = "vae" if os.path.isfile(os.path.join(path, "vae", "config.json")) else None
+    try:
+        return AutoencoderKL.from_pretrained(path, subfolder=subfolder).eval()
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--vae {path!r} is not an AutoencoderKL folder (from diffusers-sde train-vae) nor a pipeline"
+                         f" folder with vae/: {error}") from error
+
+
+@torch.no_grad()
+def encode_dataset(vae, images, batch_size=256):
+    """The score model's data under ``--vae``: the scaled posterior modes ``scaling_factor * E(x)`` of ``images`` (in
+    [-1, 1], as diffusers' VAEs take them), (N, latent_channels, h, w) float32, computed once before training."""
+    latents = [vae.encode(images[i:i + batch_size].to(vae.dtype)).latent_dist.mode()
+               for i in range(0, len(images), batch_size)]
+    return torch.cat(latents).to(torch.float32) * vae.config.scaling_factor

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..parameterization import PARAMETERIZATION_DEFAULTS, Parameterization
 from ..sde import SDE_TYPES, make_sde
-from .data import load_dataset, random_horizontal_flip
+from .data import encode_dataset, load_autoencoder, load_dataset, random_horizontal_flip
 from .losses import LOSSES, REDUCTIONS, WEIGHTINGS, denoising_score_matching_loss, discrete_score_matching_loss
 from .presets import UNET_PRESETS, build_unet
 
@@ -38,7 +38,7 @@ PRESET_OPTIMIZERS = {"digits-tiny": dict(learning_rate=1e-3, warmup_steps=100),
 DEFAULT_LABEL_DROPOUT = 0.1
 # What the network computes: a checkpoint can only resume with the same values (and data of the same shape).
 MODEL_FIELDS = ("sde_type", "sigma_min", "sigma_max", "beta_min", "beta_max", "num_train_timesteps", "prediction_type",
-                "timestep_type", "data_centered", "model_preset", "num_classes")
+                "timestep_type", "data_centered", "model_preset", "num_classes", "vae")
 SDE_PARAMETERS = {"ve": ("sigma_min", "sigma_max"), "vp": ("beta_min", "beta_max"), "subvp": ("beta_min", "beta_max")}
 
 
@@ -99,6 +99,8 @@ class TrainingConfig:
             ``<output_dir>/samples/step-N.png`` (0: never).
         push_to_hub (`bool`), hub_model_id (`str`): after saving, push the pipeline to the Hub repo ``hub_model_id``
             (default: the output folder's name).
+        vae (`str`, *optional*): an ``AutoencoderKL`` folder (``diffusers-sde train-vae``): the model learns its scaled
+            latents (encoded once, before training, from images in [-1, 1]) and a ``ScoreSDELatentPipeline`` is saved.
     """
 
     output_dir: str
@@ -139,6 +141,7 @@ class TrainingConfig:
     num_samples: int = 16
     push_to_hub: bool = False
     hub_model_id: str = None
+    vae: str = None
 
     def validate(self):
         checks = [
@@ -279,17 +282,20 @@ def _warmup(warmup_steps):
     return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
 
 
-def _save_samples(unet, ema, scheduler, config, path):
-    """A grid of samples of the EMA weights (20-step exponential integrator), training weights restored after."""
+def _save_samples(unet, ema, scheduler, config, path, vae=None):
+    """A grid of samples of the EMA weights (20-step exponential integrator; decoded by ``vae`` when given), training
+    weights restored after."""
     from ..image_grid import save_image_grid
-    from ..pipelines import ScoreSDEPipeline
+    from ..pipelines import ScoreSDELatentPipeline, ScoreSDEPipeline
     from ..schedulers import ExponentialIntegratorScheduler
 
     ema.store(unet.parameters())
     ema.copy_to(unet.parameters())
     unet.eval()
     try:
-        pipe = ScoreSDEPipeline(unet=unet, scheduler=ExponentialIntegratorScheduler.from_config(scheduler.config))
+        sampler = ExponentialIntegratorScheduler.from_config(scheduler.config)
+        pipe = (ScoreSDEPipeline(unet=unet, scheduler=sampler) if vae is None
+                else ScoreSDELatentPipeline(vae=vae, unet=unet, scheduler=sampler))
         pipe.set_progress_bar_config(disable=True)
         images = pipe(batch_size=config.num_samples, num_inference_steps=20,
                       generator=torch.Generator().manual_seed(config.seed)).images
@@ -366,7 +372,7 @@ def train(config):
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
 
-    from ..pipelines import ScoreSDEPipeline
+    from ..pipelines import ScoreSDELatentPipeline, ScoreSDEPipeline
     from ..schedulers import PredictorCorrectorScheduler
 
     config.validate()
@@ -383,11 +389,16 @@ def train(config):
     parameterization = Parameterization(sde, prediction_type, timestep_type, config.num_train_timesteps)
 
     labels = None
+    vae = load_autoencoder(config.vae) if config.vae else None
+    images_centered = True if vae is not None else data_centered  # diffusers' VAEs take images in [-1, 1]
     if config.num_classes is None:
-        data = load_dataset(config.data, data_centered)
+        data = load_dataset(config.data, images_centered)
     else:
-        data, labels = load_dataset(config.data, data_centered, with_labels=True)
+        data, labels = load_dataset(config.data, images_centered, with_labels=True)
         _check_labels(labels, config.num_classes, config.data)
+    if vae is not None:
+        data = encode_dataset(vae, data)
+        accelerator.print(f"encoded {len(data)} images with --vae {config.vae}: latents {tuple(data.shape[1:])}")
     data_shape = list(data.shape[1:])
     changed = []
     if resume_path:
@@ -473,7 +484,7 @@ def train(config):
                 progress.set_postfix({"last batch loss": f"{loss.item():.4f}"})
                 if config.sample_every and step % config.sample_every == 0 and accelerator.is_main_process:
                     _save_samples(accelerator.unwrap_model(unet), ema, scheduler, config,
-                                  os.path.join(config.output_dir, "samples", f"step-{step}.png"))
+                                  os.path.join(config.output_dir, "samples", f"step-{step}.png"), vae)
                 if config.log_every and step % config.log_every == 0:
                     accelerator.print(
                         f"step {step}/{config.max_steps} mean loss {running / running_steps:.4f} (steps"
@@ -494,7 +505,8 @@ def train(config):
     accelerator.wait_for_everyone()
     final = accelerator.unwrap_model(unet)
     ema.copy_to(final.parameters())
-    pipeline = ScoreSDEPipeline(unet=final.eval(), scheduler=scheduler)
+    pipeline = (ScoreSDEPipeline(unet=final.eval(), scheduler=scheduler) if vae is None
+                else ScoreSDELatentPipeline(vae=vae, unet=final.eval(), scheduler=scheduler))
     if accelerator.is_main_process:
         pipeline.save_pretrained(config.output_dir)
         accelerator.print(f"saved the EMA pipeline to {config.output_dir}")
