@@ -65,11 +65,7 @@ class Degradation(metaclass=_CheckedAtConstruction):
         levels = self._check_levels(t, x0.shape[0])
         if isinstance(levels, int):
             return self._degrade(x0, levels)
-        out = torch.empty_like(x0)
-        for level in levels.unique().tolist():  # one pass per distinct level in the batch
-            chosen = levels == level
-            out[chosen] = self._degrade(x0[chosen], level)
-        return out
+        return self._degrade_levels(x0, levels)
 
     @property
     def config(self):
@@ -103,6 +99,14 @@ class Degradation(metaclass=_CheckedAtConstruction):
     def _degrade(self, x0, t):
         """D(x0, t) for one integer level ``t`` in 0..T."""
         raise NotImplementedError
+
+    def _degrade_levels(self, x0, levels):
+        """D(x0_i, t_i) for a (B,) CPU integer tensor of levels: one pass per distinct level in the batch."""
+        out = torch.empty_like(x0)
+        for level in levels.unique().tolist():
+            chosen = (levels == level).to(x0.device)
+            out[chosen] = self._degrade(x0[chosen], level)
+        return out
 
     def _arguments(self):
         return {"num_steps": self.num_steps}
@@ -203,20 +207,30 @@ class BlurDegradation(Degradation):
                 "kernel_std_rate": self.kernel_std_rate}
 
     def _degrade(self, x0, t):
-        if t == 0:
-            return x0
-        channels, height, width = x0.shape[1:]
+        x = x0
+        for step in range(t):  # D(x0, t) = G_t * D(x0, t - 1)
+            x = self._blur_step(x, step)
+        return x
+
+    def _degrade_levels(self, x0, levels):
+        # Blurs compose step after step, so one pass over the steps serves every level: step s blurs the samples whose
+        # level is beyond it (T steps per batch instead of one chain per distinct level).
+        x = x0.clone()
+        for step in range(int(levels.max())):
+            active = (levels > step).to(x0.device)
+            x[active] = self._blur_step(x[active], step)
+        return x
+
+    def _blur_step(self, x, step):
+        """G_{step + 1} * x: the separable Gaussian of that step, reflect-padded, per channel."""
+        channels, height, width = x.shape[1:]
         pad = self.kernel_size // 2
         if pad >= min(height, width):
             raise ValueError(f"images of size {height}x{width} are too small for kernel_size={self.kernel_size} with"
                              f" reflect padding; allowed: H, W > kernel_size // 2 = {pad}.")
-        kernels = self._kernels.to(device=x0.device, dtype=x0.dtype)
-        x = x0
-        for step in range(t):  # D(x0, t) = G_t * D(x0, t - 1)
-            kernel = kernels[step].expand(channels, 1, self.kernel_size)
-            x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="reflect"), kernel[:, :, None, :], groups=channels)
-            x = F.conv2d(F.pad(x, (0, 0, pad, pad), mode="reflect"), kernel[:, :, :, None], groups=channels)
-        return x
+        kernel = self._kernels[step].to(device=x.device, dtype=x.dtype).expand(channels, 1, self.kernel_size)
+        x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="reflect"), kernel[:, :, None, :], groups=channels)
+        return F.conv2d(F.pad(x, (0, 0, pad, pad), mode="reflect"), kernel[:, :, :, None], groups=channels)
 
 
 class MaskDegradation(Degradation):
