@@ -67,6 +67,8 @@ _HELP = {
     "mask_std": "--degradation mask: the first step's Gaussian mask std in pixels (default: 1.0)",
     "mask_std_growth": "--degradation mask: std_t = std + growth (t - 1) (default: 0.1)",
     "fade_value": "--degradation fade: the constant images fade to, in the data range (default: 0.0)",
+    "channel_mean_components": "with --degradation: K, the Gaussian mixture fitted to the training images' channel"
+                               " means that generation starts from (default: 1)",
 }
 _CHOICES = {"sde_type": SDE_TYPES, "prediction_type": PREDICTION_TYPES, "timestep_type": TIMESTEP_TYPES,
             "model_preset": tuple(UNET_PRESETS), "loss": LOSSES, "weighting": WEIGHTINGS, "reduction": REDUCTIONS,

@@ -22,6 +22,7 @@ import warnings
 import torch
 from tqdm.auto import tqdm
 
+from ..cold_diffusion.channel_means import fit_channel_mean_mixture
 from ..cold_diffusion.degradations import BlurDegradation, DownsampleDegradation, FadeDegradation, MaskDegradation
 from ..parameterization import PARAMETERIZATION_DEFAULTS, Parameterization
 from ..sde import SDE_TYPES, make_sde
@@ -124,6 +125,9 @@ class TrainingConfig:
         degradation_steps (`int`, *optional*): T. blur_kernel_size, blur_kernel_std, blur_kernel_std_rate (blur),
             mask_std, mask_std_growth (mask), fade_value (fade): the degradation's arguments (``DEGRADATION_OPTIONS``);
             unset ones take the degradation class's defaults.
+        channel_mean_components (`int`, *optional*): with ``degradation``, K: the Gaussian mixture fitted (EM) to the
+            training images' channel means and stored in the scheduler's config, the start of ``pipe()``'s generation
+            (default 1).
     """
 
     output_dir: str
@@ -172,6 +176,7 @@ class TrainingConfig:
     mask_std: float = None
     mask_std_growth: float = None
     fade_value: float = None
+    channel_mean_components: int = None
 
     def validate(self):
         checks = [
@@ -223,7 +228,12 @@ class TrainingConfig:
                 raise ValueError(f"{_flag(name)} {getattr(self, name)} applies to --degradation {' or '.join(users)};"
                                  f" got --degradation {self.degradation or 'unset (score training)'}.")
         if self.degradation is None:
+            if self.channel_mean_components is not None:
+                raise ValueError(f"--channel-mean-components {self.channel_mean_components} needs --degradation (the"
+                                 " generation start of a Cold Diffusion model).")
             return
+        if self.channel_mean_components is not None and self.channel_mean_components < 1:
+            raise ValueError(f"--channel-mean-components must be an integer >= 1, got {self.channel_mean_components}.")
         defaults = {field.name: field.default for field in dataclasses.fields(TrainingConfig)}
         for name in SCORE_ONLY_FIELDS:
             if getattr(self, name) != defaults[name]:
@@ -248,6 +258,8 @@ class TrainingConfig:
         value = getattr(self, name)
         if value is not None:
             return value
+        if name == "channel_mean_components":
+            return 1 if self.degradation is not None else None
         if name in DEGRADATION_OPTIONS.get(self.degradation, {}):
             argument = DEGRADATION_OPTIONS[self.degradation][name]
             return inspect.signature(DEGRADATIONS[self.degradation].__init__).parameters[argument].default
@@ -488,7 +500,10 @@ def train(config):
     accelerator.register_for_checkpointing(ema, lr_schedule)
 
     if degradation is not None:
-        scheduler = ColdDiffusionScheduler(degradation=degradation.to_config(), data_centered=data_centered)
+        mixture = fit_channel_mean_mixture(data, config.resolved("channel_mean_components"), seed=config.seed)
+        scheduler = ColdDiffusionScheduler(degradation=degradation.to_config(), data_centered=data_centered,
+                                           initial_weights=mixture.weights.tolist(), initial_means=mixture.means.tolist(),
+                                           initial_stds=mixture.stds.tolist())
     else:
         scheduler = PredictorCorrectorScheduler(
             sde_type=config.sde_type, sigma_min=config.sigma_min, sigma_max=config.sigma_max, beta_min=config.beta_min,

@@ -10,6 +10,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from diffusers_sde import (
+    fit_channel_mean_mixture,
     BlurDegradation,
     ColdDiffusionPipeline,
     ColdDiffusionScheduler,
@@ -421,3 +422,49 @@ def test_pipeline_restores_uint8_images_in_the_data_space():
     expected = pixels.double() / 255 * 2 - 1 - degraded + x0
     assert torch.allclose(restored, expected.float(), atol=1e-5)
     assert (restored - x0).abs().max() <= 1 / 255 + 1e-5  # within half a quantization step in [-1, 1]
+
+
+# --- the channel-mean mixture of generation --------------------------------------------------------------------------
+def _constant_images(values):
+    """Images constant per channel, with the channel means ``values`` (N, C)."""
+    return values[:, :, None, None].expand(-1, -1, 4, 4).contiguous()
+
+
+def test_channel_mean_mixture_recovers_a_known_two_component_mixture():
+    n = 4000
+    generator = torch.Generator().manual_seed(0)
+    weights, means, stds = torch.tensor([0.3, 0.7]), torch.tensor([[-0.5, 0.2], [0.4, -0.1]]), torch.tensor(
+        [[0.05, 0.1], [0.1, 0.05]])
+    component = torch.multinomial(weights, n, replacement=True, generator=generator)
+    values = means[component] + stds[component] * torch.randn(n, 2, generator=generator)
+    fit = fit_channel_mean_mixture(_constant_images(values), num_components=2, seed=1)
+    order = fit.means[:, 0].argsort()  # components come in no particular order
+    # sampling error: sd(weight) = sqrt(0.21 / 4000) = 0.007, sd(mean) <= 0.1 / sqrt(1200) = 0.003, sd(std) ~ 0.002
+    assert torch.allclose(fit.weights[order], weights, atol=0.03)
+    assert torch.allclose(fit.means[order], means, atol=0.015)
+    assert torch.allclose(fit.stds[order], stds, atol=0.01)
+
+
+def test_one_component_is_the_sample_mean_and_std():
+    values = torch.randn(50, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    images_ = values[:, :, None, None] + torch.tensor([[1.0, -1.0], [-1.0, 1.0]], dtype=torch.float64)  # same means
+    fit = fit_channel_mean_mixture(images_, num_components=1)
+    assert fit.weights.tolist() == [1.0]
+    assert torch.allclose(fit.means[0].double(), values.mean(0), atol=1e-6)
+    assert torch.allclose(fit.stds[0].double(), values.std(0, unbiased=False), atol=1e-6)
+    with pytest.raises(ValueError, match="num_components must be at most the number of images, 50, got 51"):
+        fit_channel_mean_mixture(images_, num_components=51)
+
+
+def test_generation_starts_from_the_mixture_stored_in_the_scheduler():
+    # Weights (1, 0): every start is component 0; Alg. 2 with an exact R ends at u - D(x0, T) + x0 (see above).
+    x0 = images(shape=(1, 2, 8, 8)).float()
+    blur = small_degradations()["blur"]
+    pipe = exact_pipeline(blur, x0)
+    pipe.scheduler = ColdDiffusionScheduler(degradation=blur, initial_weights=[1.0, 0.0],
+                                            initial_means=[[0.3, -0.2], [5.0, 5.0]], initial_stds=[[0.0, 0.0], [1.0, 1.0]])
+    generated = pipe(batch_size=3, symmetry_breaking_std=0.0, output_type="latent").images
+    expected = torch.tensor([0.3, -0.2])[None, :, None, None] - blur(x0, 6) + x0
+    assert torch.allclose(generated, expected.expand(3, -1, -1, -1), atol=1e-5)
+    with pytest.raises(ValueError, match=r"initial_weights must hold K = 2 non-negative weights .* got \[-1.0, 2.0\]"):
+        pipe(initial_weights=[-1.0, 2.0], initial_means=[[0.0, 0.0], [1.0, 1.0]], output_type="pt")

@@ -10,6 +10,7 @@ from diffusers_sde import ColdDiffusionPipeline, FadeDegradation, MaskDegradatio
 from diffusers_sde.cli import build_parser
 from diffusers_sde.training import TrainingConfig, cold_diffusion_loss, list_checkpoints, train
 from diffusers_sde.training import trainer as trainer_module
+from diffusers_sde.training.data import DIGITS_GREY_LEVELS, digits_split
 
 
 def _config(tmp_path, **overrides):
@@ -63,6 +64,11 @@ def test_a_run_saves_a_loadable_cold_diffusion_pipeline(tmp_path):
     # the options given, the class defaults for the rest (mask_std_growth 0.1)
     assert pipe.scheduler.config.degradation == MaskDegradation(num_steps=4, mask_std=0.5).to_config()
     assert pipe.scheduler.config.data_centered is True
+    # the generation start: one Gaussian over the training digits' means, in [-1, 1] (closed form for K = 1)
+    means = torch.tensor(digits_split("train")[0] / DIGITS_GREY_LEVELS * 2 - 1).mean(dim=(1, 2))
+    assert pipe.scheduler.config.initial_weights == [1.0]
+    assert pipe.scheduler.config.initial_means[0][0] == pytest.approx(means.mean().item(), abs=1e-6)
+    assert pipe.scheduler.config.initial_stds[0][0] == pytest.approx(means.std(unbiased=False).item(), abs=1e-6)
     pipe.set_progress_bar_config(disable=True)
     degraded = pipe.scheduler.degrade(torch.rand(2, 1, 8, 8) * 2 - 1, 4)
     restored = pipe(image=degraded, output_type="pt").images
@@ -123,5 +129,8 @@ def test_bad_degradation_is_a_clear_error(tmp_path, capsys):
         train(_config(tmp_path, blur_kernel_size=None))  # the paper's 27x27 kernel on 8x8 digits
     with pytest.raises(ValueError, match=r"--degradation downsample does not fit .*divisible by 2\*\*t = 16"):
         train(_config(tmp_path, degradation="downsample", blur_kernel_size=None))  # 4 halvings of 8x8
+    with pytest.raises(ValueError, match=r"--channel-mean-components 2 needs --degradation"):
+        train(_config(tmp_path, degradation=None, degradation_steps=None, blur_kernel_size=None,
+                      channel_mean_components=2))
     with pytest.raises(ValueError, match=r"--degradation mask: mask_std must be"):
         train(_config(tmp_path, degradation="mask", blur_kernel_size=None, mask_std=-1.0))
