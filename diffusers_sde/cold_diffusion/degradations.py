@@ -4,7 +4,9 @@ Image Transforms Without Noise").
 Time is the paper's discrete setting: integer steps t = 0..T (``num_steps`` = T), with D(x0, 0) = x0 and the image more
 degraded as t grows. A degradation is a small object: ``degradation(x0, t)`` with ``t`` an integer (one level for the
 batch) or an integer tensor of shape (B,) (one level per sample), and a JSON-able :attr:`Degradation.config`
-(``to_config()`` / :meth:`Degradation.from_config`) so a scheduler stores it in ``scheduler_config.json``.
+(``to_config()`` / :meth:`Degradation.from_config`) so a scheduler stores it in ``scheduler_config.json``. Where the
+degradation defines it naturally, real t in [0, T] is accepted too (``continuous_time``): the fade, an interpolation.
+Blur, mask and downsampling are products of per-step operations, so they stay on the integer steps.
 
 Every degradation is checked when it is built: its schedule must be monotone, and its t = 0 must be the identity on
 a random probe (a subclass that breaks this is refused at construction, whatever its ``__init__`` does).
@@ -43,6 +45,9 @@ class Degradation(metaclass=_CheckedAtConstruction):
     """
 
     is_linear = True  # D(., t) is a linear map for every t (fade to a non-zero constant is affine; see FadeDegradation)
+    # D(x0, t) is defined for real t in [0, T], not only on the steps: only where the degradation defines it naturally
+    # (the fade's interpolation); blur, mask and downsample are products of per-step operations.
+    continuous_time = False
 
     def __init__(self, num_steps):
         self.num_steps = check_integer("num_steps (T, the number of degradation steps)", num_steps, minimum=1)
@@ -58,12 +63,12 @@ class Degradation(metaclass=_CheckedAtConstruction):
         Args:
             x0 (`torch.Tensor`): images (B, C, H, W).
             t (`int` or `torch.Tensor`): the level, an integer in 0..T for the whole batch, or an integer tensor (B,)
-                of levels, one per sample.
+                of levels, one per sample; any real number in [0, T] where ``continuous_time`` (the fade).
         """
         if not isinstance(x0, torch.Tensor) or x0.dim() != 4 or not x0.is_floating_point():
             raise ValueError(f"x0 must be a floating tensor (B, C, H, W), got {_describe(x0)}.")
         levels = self._check_levels(t, x0.shape[0])
-        if isinstance(levels, int):
+        if not isinstance(levels, torch.Tensor):
             return self._degrade(x0, levels)
         return self._degrade_levels(x0, levels)
 
@@ -113,18 +118,23 @@ class Degradation(metaclass=_CheckedAtConstruction):
 
     # --- checks -----------------------------------------------------------------------------------------------
     def _check_levels(self, t, batch_size):
-        allowed = f"an integer in 0..{self.num_steps} (num_steps) or an integer tensor of shape ({batch_size},)"
+        if self.continuous_time:
+            allowed = f"a number in [0, {self.num_steps}] (num_steps) or a tensor of shape ({batch_size},) of them"
+        else:
+            allowed = f"an integer in 0..{self.num_steps} (num_steps) or an integer tensor of shape ({batch_size},)"
         if isinstance(t, torch.Tensor) and t.dim() > 0:
-            if t.shape != (batch_size,) or t.is_floating_point() and not bool((t == t.round()).all()):
+            fractional = t.is_floating_point() and not bool((t == t.round()).all())
+            if t.shape != (batch_size,) or fractional and not self.continuous_time:
                 raise ValueError(f"t must be {allowed}, got a tensor of shape {tuple(t.shape)} and dtype {t.dtype}.")
             if bool(((t < 0) | (t > self.num_steps)).any()):
                 raise ValueError(f"t must be {allowed}, got levels from {t.min().item()} to {t.max().item()}.")
-            return t.long().cpu()
+            return t.double().cpu() if fractional else t.long().cpu()
         if isinstance(t, torch.Tensor):
             t = t.item()
         if isinstance(t, float) and t.is_integer():
             t = int(t)
-        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= self.num_steps:
+        number = int if not self.continuous_time else (int, float)
+        if isinstance(t, bool) or not isinstance(t, number) or not 0 <= t <= self.num_steps:
             raise ValueError(f"t must be {allowed}, got {t!r}.")
         return t
 
@@ -299,12 +309,15 @@ class DownsampleDegradation(Degradation):
 
 
 class FadeDegradation(Degradation):
-    """Fade to a constant: D(x0, t) = (1 - t/T) x0 + (t/T) c. Linear when ``value`` = 0, affine otherwise.
+    """Fade to a constant: D(x0, t) = (1 - t/T) x0 + (t/T) c. Linear when ``value`` = 0, affine otherwise. The
+    interpolation defines D for any real t in [0, T] too (``continuous_time``): ``fade(x0, 2.5)`` is allowed.
 
     Args:
         num_steps (`int`): T (default 100).
         value (`float`): the constant c the image fades to, in the model's data space (default 0.0).
     """
+
+    continuous_time = True
 
     def __init__(self, num_steps=100, value=0.0):
         super().__init__(num_steps)
@@ -337,6 +350,7 @@ class ComposedDegradation(Degradation):
             raise ValueError(f"degradations must share num_steps (one level t for all), got num_steps {steps}.")
         super().__init__(steps[0])
         self.is_linear = all(degradation.is_linear for degradation in self.degradations)
+        self.continuous_time = all(degradation.continuous_time for degradation in self.degradations)
 
     def _arguments(self):
         return {"degradations": [degradation.to_config() for degradation in self.degradations]}

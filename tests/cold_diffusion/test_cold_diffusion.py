@@ -174,10 +174,22 @@ def test_a_degradation_whose_level_zero_is_not_the_identity_is_refused():
         Shifted(num_steps=3)
 
 
-@pytest.mark.parametrize("t", [-1, 6, 1.5, "2", torch.tensor([1, 2, 3]), torch.tensor([0, 7])])
+@pytest.mark.parametrize("t", [-1, 6, 1.5, "2", torch.tensor([1, 2, 3]), torch.tensor([0, 7]), torch.tensor([0.5, 1.0])])
 def test_levels_outside_zero_to_T_are_refused(t):
     with pytest.raises(ValueError, match=r"t must be an integer in 0\.\.5"):
-        FadeDegradation(num_steps=5)(images(), t)
+        MaskDegradation(num_steps=5)(images(), t)
+
+
+def test_the_fade_takes_real_levels_in_closed_form():
+    fade, x0 = FadeDegradation(num_steps=4, value=0.5), images()
+    assert torch.allclose(fade(x0, 2.5), (1 - 2.5 / 4) * x0 + 2.5 / 4 * 0.5)
+    levels = torch.tensor([0.25, 3.0])
+    expected = torch.stack([(1 - level / 4) * image + level / 4 * 0.5 for level, image in zip(levels.tolist(), x0)])
+    assert torch.allclose(fade(x0, levels), expected)
+    for t in (-0.5, 4.5, torch.tensor([0.5, 4.5])):
+        with pytest.raises(ValueError, match=r"t must be a number in \[0, 4\]"):
+            fade(x0, t)
+    assert fade.continuous_time and not BlurDegradation(num_steps=2, kernel_size=3).continuous_time
 
 
 def test_images_too_small_or_not_divisible_are_refused():
