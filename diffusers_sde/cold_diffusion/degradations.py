@@ -72,6 +72,15 @@ class Degradation(metaclass=_CheckedAtConstruction):
             return self._degrade(x0, levels)
         return self._degrade_levels(x0, levels)
 
+    def training_input(self, x0, t, generator=None):
+        """The training input D(x0, t); a degradation with training-time randomness (the mask's random centres) draws
+        it from ``generator``. Same arguments as calling the degradation, plus:
+
+        Args:
+            generator (`torch.Generator`, *optional*): source of that randomness.
+        """
+        return self(x0, t)
+
     @property
     def config(self):
         """The JSON-able config: ``{"type": class name, **constructor arguments}``."""
@@ -253,9 +262,14 @@ class MaskDegradation(Degradation):
         mask_std (`float`): beta_1 in pixels (default 1.0).
         mask_std_growth (`float`): beta_s = mask_std + mask_std_growth (s - 1), >= 0 (default 0.1).
         mask_stds (`list[float]`, *optional*): an explicit non-decreasing schedule of beta_s, one per step.
+        center (`list[float]`, *optional*): the mask's centre (row, column) in pixels, (0, 0) the top-left pixel;
+            default the image centre ((H - 1) / 2, (W - 1) / 2). What restoration and generation use.
+        random_center (`bool`): for training (:meth:`training_input`), a centre drawn uniformly over the image for
+            each sample, as the paper trains its inpainting models; calling the degradation still uses ``center``.
     """
 
-    def __init__(self, num_steps=100, mask_std=1.0, mask_std_growth=0.1, mask_stds=None):
+    def __init__(self, num_steps=100, mask_std=1.0, mask_std_growth=0.1, mask_stds=None, center=None,
+                 random_center=False):
         super().__init__(num_steps)
         self.mask_std = check_number("mask_std", mask_std, minimum=0)
         # >= 0: a negative growth would make beta_s decrease with t (a schedule that is not monotone).
@@ -264,20 +278,58 @@ class MaskDegradation(Degradation):
         stds = mask_stds if explicit else [self.mask_std + self.mask_std_growth * s for s in range(self.num_steps)]
         self.mask_stds = _check_schedule("mask_stds", list(stds), self.num_steps)
         self._explicit = explicit
+        if center is not None:
+            if not isinstance(center, (list, tuple)) or len(center) != 2:
+                raise ValueError(f"center must be a (row, column) pair of numbers in pixels, got {center!r}.")
+            center = [check_number(f"center[{i}]", value, minimum=-float("inf")) for i, value in enumerate(center)]
+        self.center = center
+        if not isinstance(random_center, bool):
+            raise ValueError(f"random_center must be True or False, got {random_center!r}.")
+        self.random_center = random_center
 
     def _arguments(self):
         if self._explicit:
-            return {"num_steps": self.num_steps, "mask_stds": list(self.mask_stds)}
-        return {"num_steps": self.num_steps, "mask_std": self.mask_std, "mask_std_growth": self.mask_std_growth}
+            arguments = {"num_steps": self.num_steps, "mask_stds": list(self.mask_stds)}
+        else:
+            arguments = {"num_steps": self.num_steps, "mask_std": self.mask_std, "mask_std_growth": self.mask_std_growth}
+        if self.center is not None:
+            arguments["center"] = list(self.center)
+        if self.random_center:
+            arguments["random_center"] = True
+        return arguments
 
-    def mask(self, t, height, width, device=None, dtype=torch.float32):
-        """The cumulative mask prod_{s<=t} m_s (H, W), 1 where the image is kept."""
-        rows = torch.arange(height, device=device, dtype=torch.float64) - (height - 1) / 2
-        cols = torch.arange(width, device=device, dtype=torch.float64) - (width - 1) / 2
-        squared_distance = rows[:, None] ** 2 + cols[None] ** 2
+    def mask(self, t, height, width, device=None, dtype=torch.float32, centers=None):
+        """The cumulative mask prod_{s<=t} m_s (H, W), 1 where the image is kept; with ``centers`` (B, 2), one mask
+        per centre (B, H, W)."""
+        one = centers is None
+        if one:
+            centers = torch.tensor([self.center or [(height - 1) / 2, (width - 1) / 2]], dtype=torch.float64)
+        centers = centers.to(device=device, dtype=torch.float64)
+        rows = torch.arange(height, device=device, dtype=torch.float64)[None] - centers[:, :1]  # (B, H)
+        cols = torch.arange(width, device=device, dtype=torch.float64)[None] - centers[:, 1:]  # (B, W)
+        squared_distance = rows[:, :, None] ** 2 + cols[:, None] ** 2  # (B, H, W)
         betas = torch.tensor(self.mask_stds[:t], device=device, dtype=torch.float64)
-        factors = 1 - torch.exp(-squared_distance[None] / (2 * betas[:, None, None] ** 2))
-        return factors.prod(dim=0).to(dtype)
+        factors = 1 - torch.exp(-squared_distance[:, None] / (2 * betas[None, :, None, None] ** 2))
+        masks = factors.prod(dim=1).to(dtype)
+        return masks[0] if one else masks
+
+    def sample_centers(self, batch_size, height, width, generator=None):
+        """Random mask centres (B, 2), uniform over the image: rows in [0, H - 1], columns in [0, W - 1]."""
+        uniform = torch.rand(batch_size, 2, generator=generator, dtype=torch.float64)
+        return uniform * torch.tensor([height - 1, width - 1], dtype=torch.float64)
+
+    def training_input(self, x0, t, generator=None):
+        if not self.random_center:
+            return self(x0, t)
+        if not isinstance(x0, torch.Tensor) or x0.dim() != 4 or not x0.is_floating_point():
+            raise ValueError(f"x0 must be a floating tensor (B, C, H, W), got {_describe(x0)}.")
+        levels = self._check_levels(t, x0.shape[0])
+        levels = torch.full((x0.shape[0],), levels) if not isinstance(levels, torch.Tensor) else levels
+        centers = self.sample_centers(x0.shape[0], *x0.shape[2:], generator=generator)
+        out = torch.empty_like(x0)
+        for i, (level, center) in enumerate(zip(levels.tolist(), centers)):
+            out[i] = x0[i] * self.mask(level, *x0.shape[2:], device=x0.device, dtype=x0.dtype, centers=center[None])[0]
+        return out
 
     def _degrade(self, x0, t):
         if t == 0:

@@ -13,7 +13,7 @@ from ..sde import SDE_TYPES
 from ..parameterization import PREDICTION_TYPES, TIMESTEP_TYPES
 
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(TrainingConfig)}
-_FLAGS = ("random_flip", "importance_sampling", "push_to_hub")  # store_true options
+_FLAGS = ("random_flip", "importance_sampling", "push_to_hub", "mask_random_center")  # store_true options
 
 # One help line per option; "(default: ...)" is added from TrainingConfig where the default is a value.
 _HELP = {
@@ -66,6 +66,8 @@ _HELP = {
     "blur_kernel_std_rate": "--degradation blur: std_t = std exp(rate (t - 1)) (default: 0.01)",
     "mask_std": "--degradation mask: the first step's Gaussian mask std in pixels (default: 1.0)",
     "mask_std_growth": "--degradation mask: std_t = std + growth (t - 1) (default: 0.1)",
+    "mask_random_center": "--degradation mask: train on masks centred at a random point of each image (the paper's"
+                          " inpainting training); sampling uses the image centre",
     "fade_value": "--degradation fade: the constant images fade to, in the data range (default: 0.0)",
     "channel_mean_components": "with --degradation: K, the Gaussian mixture fitted to the training images' channel"
                                " means that generation starts from (default: 1)",

@@ -265,12 +265,13 @@ def cold_diffusion_loss(model, x0, degradation, reduction="mean", generator=None
         x0 (`torch.Tensor`): clean images (B, C, H, W).
         degradation (`Degradation`): D(x0, t), t = 0..T.
         reduction (`str`): ``"mean"`` or ``"sum"`` of each sample's absolute errors; the loss is their batch mean.
-        generator (`torch.Generator`, *optional*): source of the levels t.
+        generator (`torch.Generator`, *optional*): source of the levels t (and of the centres of a ``random_center``
+            mask).
     """
     check_choice("reduction", reduction, REDUCTIONS)
     levels = _random(lambda shape, **kwargs: torch.randint(1, degradation.num_steps + 1, shape, **kwargs),
                      (x0.shape[0],), generator, x0.device, torch.long)
-    x_t = degradation(x0, levels)
+    x_t = degradation.training_input(x0, levels, generator=generator)  # draws random mask centres after the levels
     x0_hat = model_output(model, x_t, levels)
     compute_dtype = torch.promote_types(x0.dtype, torch.float32)
     return _reduce((x0_hat.to(compute_dtype) - x0.to(compute_dtype)).abs(), reduction).mean()

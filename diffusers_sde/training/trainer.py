@@ -49,7 +49,8 @@ DEGRADATIONS = {"blur": BlurDegradation, "mask": MaskDegradation, "downsample": 
 DEGRADATION_OPTIONS = {
     "blur": {"degradation_steps": "num_steps", "blur_kernel_size": "kernel_size", "blur_kernel_std": "kernel_std",
              "blur_kernel_std_rate": "kernel_std_rate"},
-    "mask": {"degradation_steps": "num_steps", "mask_std": "mask_std", "mask_std_growth": "mask_std_growth"},
+    "mask": {"degradation_steps": "num_steps", "mask_std": "mask_std", "mask_std_growth": "mask_std_growth",
+             "mask_random_center": "random_center"},
     "downsample": {"degradation_steps": "num_steps"},
     "fade": {"degradation_steps": "num_steps", "fade_value": "value"},
 }
@@ -123,7 +124,7 @@ class TrainingConfig:
             restoration network R(D(x0, t), t) ~ x0 with the L1 loss (``losses.cold_diffusion_loss``) and save a
             ``ColdDiffusionPipeline`` instead; the score options (``SCORE_ONLY_FIELDS``) must then stay unset.
         degradation_steps (`int`, *optional*): T. blur_kernel_size, blur_kernel_std, blur_kernel_std_rate (blur),
-            mask_std, mask_std_growth (mask), fade_value (fade): the degradation's arguments (``DEGRADATION_OPTIONS``);
+            mask_std, mask_std_growth, mask_random_center (mask), fade_value (fade): the degradation's arguments (``DEGRADATION_OPTIONS``);
             unset ones take the degradation class's defaults.
         channel_mean_components (`int`, *optional*): with ``degradation``, K: the Gaussian mixture fitted (EM) to the
             training images' channel means and stored in the scheduler's config, the start of ``pipe()``'s generation
@@ -175,6 +176,7 @@ class TrainingConfig:
     blur_kernel_std_rate: float = None
     mask_std: float = None
     mask_std_growth: float = None
+    mask_random_center: bool = None
     fade_value: float = None
     channel_mean_components: int = None
 

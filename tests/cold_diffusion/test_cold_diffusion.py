@@ -480,3 +480,33 @@ def test_generation_starts_from_the_mixture_stored_in_the_scheduler():
     assert torch.allclose(generated, expected.expand(3, -1, -1, -1), atol=1e-5)
     with pytest.raises(ValueError, match=r"initial_weights must hold K = 2 non-negative weights .* got \[-1.0, 2.0\]"):
         pipe(initial_weights=[-1.0, 2.0], initial_means=[[0.0, 0.0], [1.0, 1.0]], output_type="pt")
+
+
+# --- mask centres ----------------------------------------------------------------------------------------------------
+def test_mask_at_a_given_center_is_the_closed_form():
+    mask = MaskDegradation(num_steps=3, mask_std=1.0, mask_std_growth=0.5, center=[1.0, 2.0])
+    rows, cols = torch.meshgrid(torch.arange(6.0), torch.arange(5.0), indexing="ij")
+    squared = (rows - 1.0) ** 2 + (cols - 2.0) ** 2
+    expected = (1 - torch.exp(-squared / (2 * 1.0**2))) * (1 - torch.exp(-squared / (2 * 1.5**2)))
+    assert torch.allclose(mask.mask(2, 6, 5, dtype=torch.float64), expected.double())
+    x0 = images(shape=(1, 1, 6, 5))
+    assert torch.allclose(mask(x0, 2), x0 * expected.double())
+    assert MaskDegradation.from_config(mask.to_config()).center == [1.0, 2.0]
+    with pytest.raises(ValueError, match=r"center must be a \(row, column\) pair"):
+        MaskDegradation(center=[1.0])
+
+
+def test_random_centers_are_uniform_and_used_per_sample_in_training():
+    mask = MaskDegradation(num_steps=4, mask_std=0.5, mask_std_growth=0.5, random_center=True)
+    centers = mask.sample_centers(4000, 8, 6, generator=torch.Generator().manual_seed(0))
+    # uniform on [0, 7] x [0, 5]: means 3.5 and 2.5 (standard errors 0.03 and 0.02), the whole range reached
+    assert torch.allclose(centers.mean(0), torch.tensor([3.5, 2.5], dtype=torch.float64), atol=0.1)
+    assert centers.min() >= 0 and centers[:, 0].max() <= 7 and centers[:, 1].max() <= 5
+    assert centers[:, 0].max() > 6.9 and centers.min() < 0.1
+    x0, levels = images(shape=(3, 2, 8, 6)), torch.tensor([4, 0, 2])
+    drawn = mask.sample_centers(3, 8, 6, generator=torch.Generator().manual_seed(7))
+    trained = mask.training_input(x0, levels, generator=torch.Generator().manual_seed(7))
+    for i in range(3):  # each sample is masked around its own centre, at its own level
+        own = MaskDegradation(num_steps=4, mask_std=0.5, mask_std_growth=0.5, center=drawn[i].tolist())
+        assert torch.allclose(trained[i:i + 1], own(x0[i:i + 1], int(levels[i])))
+    assert torch.equal(mask(x0, levels), MaskDegradation(num_steps=4, mask_std=0.5, mask_std_growth=0.5)(x0, levels))
