@@ -86,6 +86,15 @@ def test_resume_continues_exactly(tmp_path):
     assert any(not torch.equal(halfway[name], resumed[name]) for name in resumed)  # steps 3-4 did change the weights
 
 
+def test_resume_with_random_mask_centres_continues_exactly(tmp_path):
+    options = dict(degradation="mask", blur_kernel_size=None, mask_random_center=True, checkpointing_steps=1,
+                   warmup_steps=1)
+    straight = _weights(train(_config(tmp_path / "a", max_steps=2, **options)))
+    train(_config(tmp_path / "b", max_steps=1, **options))
+    resumed = _weights(train(_config(tmp_path / "b", max_steps=2, resume="latest", **options)))
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+
+
 def test_resume_refuses_another_degradation(tmp_path):
     train(_config(tmp_path, max_steps=2))
     with pytest.raises(ValueError, match=r"holds a different model: --degradation blur -> mask"):
