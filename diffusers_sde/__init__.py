@@ -35,6 +35,7 @@ from .schedulers import (
 from .schedulers import NOISE_SCALE_FUNCTIONS, ERSDEScheduler
 from .cold_diffusion import BlurDegradation, ColdDiffusionPipeline, ColdDiffusionScheduler, ColdDiffusionSchedulerOutput
 from .cold_diffusion import ComposedDegradation, Degradation, DownsampleDegradation, FadeDegradation, MaskDegradation
+from .cold_diffusion import ChannelMeanMixture, fit_channel_mean_mixture
 from .pretrained_models import PRETRAINED_MODELS, pretrained_model_path
 from .sde import SDE_TYPES, ScoreSDE, SubVPSDE, VESDE, VPSDE, make_sde
 from .solvers import DIVERGENCES, PROBES, MaxNFEExceededError, ProbabilityFlowODE
@@ -68,6 +69,7 @@ __all__ = [
     "ScoreSDE", "VESDE", "VPSDE", "SubVPSDE", "make_sde",
     "TrainingConfig", "denoising_score_matching_loss", "discrete_score_matching_loss", "sliced_score_matching_loss",
     "train",
+    "ChannelMeanMixture", "fit_channel_mean_mixture",
     "ColdDiffusionPipeline", "ColdDiffusionScheduler", "ColdDiffusionSchedulerOutput", "Degradation", "BlurDegradation",
     "MaskDegradation", "DownsampleDegradation", "FadeDegradation", "ComposedDegradation",
 ]

@@ -21,16 +21,17 @@ def image_format(path):
     return name
 
 
-def save_image_grid(images, path):
+def save_image_grid(images, path, cols=None):
     """Write PIL ``images`` as one near-square grid at ``path``, in the format of its extension (via a temporary file,
-    never half-written). A count with no near-square factorization (a prime, say) leaves the last cells empty."""
+    never half-written). A count with no near-square factorization (a prime, say) leaves the last cells empty.
+    ``cols`` fixes the number of columns instead (rows of ``cols`` images, in order)."""
     from diffusers.utils import make_image_grid
     from PIL import Image, ImageOps
 
     file_format = image_format(path)
     if images[0].width < 64:  # tiny samples (8 x 8 digits) fill their whole frame: a 1-pixel border keeps them apart
         images = [ImageOps.expand(image, border=1, fill=BLANK_GREY) for image in images]
-    cols = math.ceil(math.sqrt(len(images)))
+    cols = cols or math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
     blank = Image.new(images[0].mode, images[0].size, BLANK_GREY)
     grid = make_image_grid(list(images) + [blank] * (rows * cols - len(images)), rows=rows, cols=cols)

@@ -1,5 +1,6 @@
 """Cold Diffusion (Bansal et al. 2022): deterministic degradations, their sampling algorithms and pipeline."""
 
+from .channel_means import ChannelMeanMixture, fit_channel_mean_mixture
 from .degradations import (
     BlurDegradation,
     ComposedDegradation,
@@ -12,6 +13,7 @@ from .pipeline_cold_diffusion import ColdDiffusionPipeline
 from .scheduling_cold_diffusion import ALGORITHMS, ColdDiffusionScheduler, ColdDiffusionSchedulerOutput
 
 __all__ = [
-    "ALGORITHMS", "BlurDegradation", "ColdDiffusionPipeline", "ColdDiffusionScheduler", "ColdDiffusionSchedulerOutput",
+    "ALGORITHMS", "BlurDegradation", "ChannelMeanMixture", "ColdDiffusionPipeline", "ColdDiffusionScheduler", "ColdDiffusionSchedulerOutput",
     "ComposedDegradation", "Degradation", "DownsampleDegradation", "FadeDegradation", "MaskDegradation",
+    "fit_channel_mean_mixture",
 ]

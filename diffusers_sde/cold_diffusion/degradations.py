@@ -4,7 +4,9 @@ Image Transforms Without Noise").
 Time is the paper's discrete setting: integer steps t = 0..T (``num_steps`` = T), with D(x0, 0) = x0 and the image more
 degraded as t grows. A degradation is a small object: ``degradation(x0, t)`` with ``t`` an integer (one level for the
 batch) or an integer tensor of shape (B,) (one level per sample), and a JSON-able :attr:`Degradation.config`
-(``to_config()`` / :meth:`Degradation.from_config`) so a scheduler stores it in ``scheduler_config.json``.
+(``to_config()`` / :meth:`Degradation.from_config`) so a scheduler stores it in ``scheduler_config.json``. Where the
+degradation defines it naturally, real t in [0, T] is accepted too (``continuous_time``): the fade, an interpolation.
+Blur, mask and downsampling are products of per-step operations, so they stay on the integer steps.
 
 Every degradation is checked when it is built: its schedule must be monotone, and its t = 0 must be the identity on
 a random probe (a subclass that breaks this is refused at construction, whatever its ``__init__`` does).
@@ -43,6 +45,9 @@ class Degradation(metaclass=_CheckedAtConstruction):
     """
 
     is_linear = True  # D(., t) is a linear map for every t (fade to a non-zero constant is affine; see FadeDegradation)
+    # D(x0, t) is defined for real t in [0, T], not only on the steps: only where the degradation defines it naturally
+    # (the fade's interpolation); blur, mask and downsample are products of per-step operations.
+    continuous_time = False
 
     def __init__(self, num_steps):
         self.num_steps = check_integer("num_steps (T, the number of degradation steps)", num_steps, minimum=1)
@@ -58,18 +63,23 @@ class Degradation(metaclass=_CheckedAtConstruction):
         Args:
             x0 (`torch.Tensor`): images (B, C, H, W).
             t (`int` or `torch.Tensor`): the level, an integer in 0..T for the whole batch, or an integer tensor (B,)
-                of levels, one per sample.
+                of levels, one per sample; any real number in [0, T] where ``continuous_time`` (the fade).
         """
         if not isinstance(x0, torch.Tensor) or x0.dim() != 4 or not x0.is_floating_point():
             raise ValueError(f"x0 must be a floating tensor (B, C, H, W), got {_describe(x0)}.")
         levels = self._check_levels(t, x0.shape[0])
-        if isinstance(levels, int):
+        if not isinstance(levels, torch.Tensor):
             return self._degrade(x0, levels)
-        out = torch.empty_like(x0)
-        for level in levels.unique().tolist():  # one pass per distinct level in the batch
-            chosen = levels == level
-            out[chosen] = self._degrade(x0[chosen], level)
-        return out
+        return self._degrade_levels(x0, levels)
+
+    def training_input(self, x0, t, generator=None):
+        """The training input D(x0, t); a degradation with training-time randomness (the mask's random centres) draws
+        it from ``generator``. Same arguments as calling the degradation, plus:
+
+        Args:
+            generator (`torch.Generator`, *optional*): source of that randomness.
+        """
+        return self(x0, t)
 
     @property
     def config(self):
@@ -104,23 +114,36 @@ class Degradation(metaclass=_CheckedAtConstruction):
         """D(x0, t) for one integer level ``t`` in 0..T."""
         raise NotImplementedError
 
+    def _degrade_levels(self, x0, levels):
+        """D(x0_i, t_i) for a (B,) CPU integer tensor of levels: one pass per distinct level in the batch."""
+        out = torch.empty_like(x0)
+        for level in levels.unique().tolist():
+            chosen = (levels == level).to(x0.device)
+            out[chosen] = self._degrade(x0[chosen], level)
+        return out
+
     def _arguments(self):
         return {"num_steps": self.num_steps}
 
     # --- checks -----------------------------------------------------------------------------------------------
     def _check_levels(self, t, batch_size):
-        allowed = f"an integer in 0..{self.num_steps} (num_steps) or an integer tensor of shape ({batch_size},)"
+        if self.continuous_time:
+            allowed = f"a number in [0, {self.num_steps}] (num_steps) or a tensor of shape ({batch_size},) of them"
+        else:
+            allowed = f"an integer in 0..{self.num_steps} (num_steps) or an integer tensor of shape ({batch_size},)"
         if isinstance(t, torch.Tensor) and t.dim() > 0:
-            if t.shape != (batch_size,) or t.is_floating_point() and not bool((t == t.round()).all()):
+            fractional = t.is_floating_point() and not bool((t == t.round()).all())
+            if t.shape != (batch_size,) or fractional and not self.continuous_time:
                 raise ValueError(f"t must be {allowed}, got a tensor of shape {tuple(t.shape)} and dtype {t.dtype}.")
             if bool(((t < 0) | (t > self.num_steps)).any()):
                 raise ValueError(f"t must be {allowed}, got levels from {t.min().item()} to {t.max().item()}.")
-            return t.long().cpu()
+            return t.double().cpu() if fractional else t.long().cpu()
         if isinstance(t, torch.Tensor):
             t = t.item()
         if isinstance(t, float) and t.is_integer():
             t = int(t)
-        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= self.num_steps:
+        number = int if not self.continuous_time else (int, float)
+        if isinstance(t, bool) or not isinstance(t, number) or not 0 <= t <= self.num_steps:
             raise ValueError(f"t must be {allowed}, got {t!r}.")
         return t
 
@@ -203,20 +226,30 @@ class BlurDegradation(Degradation):
                 "kernel_std_rate": self.kernel_std_rate}
 
     def _degrade(self, x0, t):
-        if t == 0:
-            return x0
-        channels, height, width = x0.shape[1:]
+        x = x0
+        for step in range(t):  # D(x0, t) = G_t * D(x0, t - 1)
+            x = self._blur_step(x, step)
+        return x
+
+    def _degrade_levels(self, x0, levels):
+        # Blurs compose step after step, so one pass over the steps serves every level: step s blurs the samples whose
+        # level is beyond it (T steps per batch instead of one chain per distinct level).
+        x = x0.clone()
+        for step in range(int(levels.max())):
+            active = (levels > step).to(x0.device)
+            x[active] = self._blur_step(x[active], step)
+        return x
+
+    def _blur_step(self, x, step):
+        """G_{step + 1} * x: the separable Gaussian of that step, reflect-padded, per channel."""
+        channels, height, width = x.shape[1:]
         pad = self.kernel_size // 2
         if pad >= min(height, width):
             raise ValueError(f"images of size {height}x{width} are too small for kernel_size={self.kernel_size} with"
                              f" reflect padding; allowed: H, W > kernel_size // 2 = {pad}.")
-        kernels = self._kernels.to(device=x0.device, dtype=x0.dtype)
-        x = x0
-        for step in range(t):  # D(x0, t) = G_t * D(x0, t - 1)
-            kernel = kernels[step].expand(channels, 1, self.kernel_size)
-            x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="reflect"), kernel[:, :, None, :], groups=channels)
-            x = F.conv2d(F.pad(x, (0, 0, pad, pad), mode="reflect"), kernel[:, :, :, None], groups=channels)
-        return x
+        kernel = self._kernels[step].to(device=x.device, dtype=x.dtype).expand(channels, 1, self.kernel_size)
+        x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="reflect"), kernel[:, :, None, :], groups=channels)
+        return F.conv2d(F.pad(x, (0, 0, pad, pad), mode="reflect"), kernel[:, :, :, None], groups=channels)
 
 
 class MaskDegradation(Degradation):
@@ -229,9 +262,14 @@ class MaskDegradation(Degradation):
         mask_std (`float`): beta_1 in pixels (default 1.0).
         mask_std_growth (`float`): beta_s = mask_std + mask_std_growth (s - 1), >= 0 (default 0.1).
         mask_stds (`list[float]`, *optional*): an explicit non-decreasing schedule of beta_s, one per step.
+        center (`list[float]`, *optional*): the mask's centre (row, column) in pixels, (0, 0) the top-left pixel;
+            default the image centre ((H - 1) / 2, (W - 1) / 2). What restoration and generation use.
+        random_center (`bool`): for training (:meth:`training_input`), a centre drawn uniformly over the image for
+            each sample, as the paper trains its inpainting models; calling the degradation still uses ``center``.
     """
 
-    def __init__(self, num_steps=100, mask_std=1.0, mask_std_growth=0.1, mask_stds=None):
+    def __init__(self, num_steps=100, mask_std=1.0, mask_std_growth=0.1, mask_stds=None, center=None,
+                 random_center=False):
         super().__init__(num_steps)
         self.mask_std = check_number("mask_std", mask_std, minimum=0)
         # >= 0: a negative growth would make beta_s decrease with t (a schedule that is not monotone).
@@ -240,20 +278,58 @@ class MaskDegradation(Degradation):
         stds = mask_stds if explicit else [self.mask_std + self.mask_std_growth * s for s in range(self.num_steps)]
         self.mask_stds = _check_schedule("mask_stds", list(stds), self.num_steps)
         self._explicit = explicit
+        if center is not None:
+            if not isinstance(center, (list, tuple)) or len(center) != 2:
+                raise ValueError(f"center must be a (row, column) pair of numbers in pixels, got {center!r}.")
+            center = [check_number(f"center[{i}]", value, minimum=-float("inf")) for i, value in enumerate(center)]
+        self.center = center
+        if not isinstance(random_center, bool):
+            raise ValueError(f"random_center must be True or False, got {random_center!r}.")
+        self.random_center = random_center
 
     def _arguments(self):
         if self._explicit:
-            return {"num_steps": self.num_steps, "mask_stds": list(self.mask_stds)}
-        return {"num_steps": self.num_steps, "mask_std": self.mask_std, "mask_std_growth": self.mask_std_growth}
+            arguments = {"num_steps": self.num_steps, "mask_stds": list(self.mask_stds)}
+        else:
+            arguments = {"num_steps": self.num_steps, "mask_std": self.mask_std, "mask_std_growth": self.mask_std_growth}
+        if self.center is not None:
+            arguments["center"] = list(self.center)
+        if self.random_center:
+            arguments["random_center"] = True
+        return arguments
 
-    def mask(self, t, height, width, device=None, dtype=torch.float32):
-        """The cumulative mask prod_{s<=t} m_s (H, W), 1 where the image is kept."""
-        rows = torch.arange(height, device=device, dtype=torch.float64) - (height - 1) / 2
-        cols = torch.arange(width, device=device, dtype=torch.float64) - (width - 1) / 2
-        squared_distance = rows[:, None] ** 2 + cols[None] ** 2
+    def mask(self, t, height, width, device=None, dtype=torch.float32, centers=None):
+        """The cumulative mask prod_{s<=t} m_s (H, W), 1 where the image is kept; with ``centers`` (B, 2), one mask
+        per centre (B, H, W)."""
+        one = centers is None
+        if one:
+            centers = torch.tensor([self.center or [(height - 1) / 2, (width - 1) / 2]], dtype=torch.float64)
+        centers = centers.to(device=device, dtype=torch.float64)
+        rows = torch.arange(height, device=device, dtype=torch.float64)[None] - centers[:, :1]  # (B, H)
+        cols = torch.arange(width, device=device, dtype=torch.float64)[None] - centers[:, 1:]  # (B, W)
+        squared_distance = rows[:, :, None] ** 2 + cols[:, None] ** 2  # (B, H, W)
         betas = torch.tensor(self.mask_stds[:t], device=device, dtype=torch.float64)
-        factors = 1 - torch.exp(-squared_distance[None] / (2 * betas[:, None, None] ** 2))
-        return factors.prod(dim=0).to(dtype)
+        factors = 1 - torch.exp(-squared_distance[:, None] / (2 * betas[None, :, None, None] ** 2))
+        masks = factors.prod(dim=1).to(dtype)
+        return masks[0] if one else masks
+
+    def sample_centers(self, batch_size, height, width, generator=None):
+        """Random mask centres (B, 2), uniform over the image: rows in [0, H - 1], columns in [0, W - 1]."""
+        uniform = torch.rand(batch_size, 2, generator=generator, dtype=torch.float64)
+        return uniform * torch.tensor([height - 1, width - 1], dtype=torch.float64)
+
+    def training_input(self, x0, t, generator=None):
+        if not self.random_center:
+            return self(x0, t)
+        if not isinstance(x0, torch.Tensor) or x0.dim() != 4 or not x0.is_floating_point():
+            raise ValueError(f"x0 must be a floating tensor (B, C, H, W), got {_describe(x0)}.")
+        levels = self._check_levels(t, x0.shape[0])
+        levels = torch.full((x0.shape[0],), levels) if not isinstance(levels, torch.Tensor) else levels
+        centers = self.sample_centers(x0.shape[0], *x0.shape[2:], generator=generator)
+        out = torch.empty_like(x0)
+        for i, (level, center) in enumerate(zip(levels.tolist(), centers)):
+            out[i] = x0[i] * self.mask(level, *x0.shape[2:], device=x0.device, dtype=x0.dtype, centers=center[None])[0]
+        return out
 
     def _degrade(self, x0, t):
         if t == 0:
@@ -285,12 +361,15 @@ class DownsampleDegradation(Degradation):
 
 
 class FadeDegradation(Degradation):
-    """Fade to a constant: D(x0, t) = (1 - t/T) x0 + (t/T) c. Linear when ``value`` = 0, affine otherwise.
+    """Fade to a constant: D(x0, t) = (1 - t/T) x0 + (t/T) c. Linear when ``value`` = 0, affine otherwise. The
+    interpolation defines D for any real t in [0, T] too (``continuous_time``): ``fade(x0, 2.5)`` is allowed.
 
     Args:
         num_steps (`int`): T (default 100).
         value (`float`): the constant c the image fades to, in the model's data space (default 0.0).
     """
+
+    continuous_time = True
 
     def __init__(self, num_steps=100, value=0.0):
         super().__init__(num_steps)
@@ -323,6 +402,7 @@ class ComposedDegradation(Degradation):
             raise ValueError(f"degradations must share num_steps (one level t for all), got num_steps {steps}.")
         super().__init__(steps[0])
         self.is_linear = all(degradation.is_linear for degradation in self.degradations)
+        self.continuous_time = all(degradation.continuous_time for degradation in self.degradations)
 
     def _arguments(self):
         return {"degradations": [degradation.to_config() for degradation in self.degradations]}

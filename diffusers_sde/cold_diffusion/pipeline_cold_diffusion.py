@@ -30,13 +30,14 @@ class ColdDiffusionPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, image=None, degradation_level=None, batch_size=1, num_inference_steps=None, initial_means=None,
                  initial_stds=None, symmetry_breaking_std=SYMMETRY_BREAKING_STD, generator=None, output_type="pil",
-                 return_dict=True):
+                 return_dict=True, initial_weights=None):
         """Restore ``image`` from its degradation level, or, without an image, generate from the fully degraded state.
 
         Generation starts at x_T = D(u, T) + symmetry_breaking_std * z, where u is an image constant per channel whose
         channel values are drawn from the paper's Gaussian model of channel-wise means: one Gaussian (``initial_means``
-        and ``initial_stds`` of shape (C,)) or an equally weighted mixture of K of them (shape (K, C)), as fitted to
-        the training data's channel means. Without them u is the middle of the data range with no spread. For a fade,
+        and ``initial_stds`` of shape (C,)) or a mixture of K of them (shape (K, C), weights ``initial_weights``, equal
+        by default), as fitted to the training data's channel means (``fit_channel_mean_mixture``; a trained pipeline
+        stores it in its scheduler's config). Without any, u is the middle of the data range with no spread. For a fade,
         D(u, T) is the constant itself; for a blur, the channel-constant image (blur keeps constants).
 
         Args:
@@ -47,7 +48,10 @@ class ColdDiffusionPipeline(DiffusionPipeline):
             batch_size (`int`): number of images to generate (without ``image``).
             num_inference_steps (`int`, *optional*): steps from T to 0; default T.
             initial_means, initial_stds (`torch.Tensor` or list, *optional*): the channel-mean model of generation,
-                shape (C,) or (K, C).
+                shape (C,) or (K, C); default: the scheduler's (``initial_means`` / ``initial_stds`` in its config, as
+                ``diffusers-sde train --degradation`` fits them to the training data), else the middle of the range.
+            initial_weights (`torch.Tensor` or list, *optional*): (K,) mixture weights (default: the scheduler's, else
+                equal weights).
             symmetry_breaking_std (`float`): std of the noise added to the generation start (default 0.002, the
                 paper's); 0 for none.
             generator (`torch.Generator`, *optional*): for the generation start.
@@ -61,7 +65,7 @@ class ColdDiffusionPipeline(DiffusionPipeline):
         scheduler.set_timesteps(num_inference_steps, device=self.device)
         total = scheduler.num_train_timesteps
         if image is not None:
-            if initial_means is not None or initial_stds is not None:
+            if initial_means is not None or initial_stds is not None or initial_weights is not None:
                 raise ValueError("initial_means / initial_stds describe the generation start; they do not apply when"
                                  " an image is restored.")
             level = total if degradation_level is None else degradation_level
@@ -83,8 +87,11 @@ class ColdDiffusionPipeline(DiffusionPipeline):
             batch_size = check_integer("batch_size", batch_size, minimum=1)
             symmetry_breaking_std = check_number("symmetry_breaking_std", symmetry_breaking_std, minimum=0,
                                                  strict_minimum=False)
-            sample = self._generation_start(batch_size, shape, initial_means, initial_stds, symmetry_breaking_std,
-                                            generator, data_centered)
+            if initial_means is None and initial_stds is None and initial_weights is None:
+                initial_means, initial_stds, initial_weights = (
+                    scheduler.config.get(name) for name in ("initial_means", "initial_stds", "initial_weights"))
+            sample = self._generation_start(batch_size, shape, initial_means, initial_stds, initial_weights,
+                                            symmetry_breaking_std, generator, data_centered)
             begin = 0
         scheduler.set_begin_index(begin)
         for t in self.progress_bar(scheduler.timesteps[begin:]):
@@ -97,7 +104,7 @@ class ColdDiffusionPipeline(DiffusionPipeline):
             return (images,)
         return ImagePipelineOutput(images=images)
 
-    def _generation_start(self, batch_size, shape, means, stds, noise_std, generator, data_centered):
+    def _generation_start(self, batch_size, shape, means, stds, weights, noise_std, generator, data_centered):
         """x_T = D(u, T) + noise_std z, u constant per channel with values from the channel-mean model."""
         channels = shape[0]
         dtype = self.unet.dtype
@@ -109,7 +116,14 @@ class ColdDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"initial_means and initial_stds must both have shape ({channels},) or (K, {channels}) (one"
                              f" value per channel, K mixture components), stds >= 0; got shapes {tuple(means.shape)} and"
                              f" {tuple(stds.shape)}.")
-        component = torch.randint(len(means), (batch_size,), generator=generator)  # equally weighted mixture
+        if weights is None:
+            component = torch.randint(len(means), (batch_size,), generator=generator)  # equally weighted mixture
+        else:
+            weights = torch.as_tensor(weights, dtype=torch.float64)
+            if weights.shape != (len(means),) or bool((weights < 0).any()) or not weights.sum() > 0:
+                raise ValueError(f"initial_weights must hold K = {len(means)} non-negative weights (one per row of"
+                                 f" initial_means), not all 0; got {weights.tolist()}.")
+            component = torch.multinomial(weights, batch_size, replacement=True, generator=generator)
         z = randn_tensor((batch_size, channels), generator=generator, dtype=torch.float32)
         values = means[component] + stds[component] * z
         constant = values[:, :, None, None].expand(batch_size, channels, *shape[1:]).to(device=self.device, dtype=dtype)

@@ -49,13 +49,16 @@ class ColdDiffusionScheduler(SchedulerMixin, ConfigMixin):
             (``Degradation.to_config()``); default: the paper's generation blur, ``BlurDegradation()`` (27x27, T = 300).
         algorithm (`str`): ``"improved"`` (Algorithm 2, default) or ``"naive"`` (Algorithm 1).
         data_centered (`bool`): the model's data lies in [-1, 1] (True) or [0, 1] (False); for the pipeline's images.
+        initial_weights, initial_means, initial_stds (`list`, *optional*): the channel-mean mixture the pipeline
+            generates from when its call gives none: (K,), (K, C), (K, C) (``fit_channel_mean_mixture``).
     """
 
     config_name = "scheduler_config.json"
     order = 1
 
     @register_to_config
-    def __init__(self, degradation=None, algorithm="improved", data_centered=True):
+    def __init__(self, degradation=None, algorithm="improved", data_centered=True, initial_weights=None,
+                 initial_means=None, initial_stds=None):
         self.degradation = Degradation.from_config(BlurDegradation().to_config() if degradation is None else degradation)
         self.register_to_config(degradation=self.degradation.to_config())  # stored as JSON, never as an object
         check_choice("algorithm", algorithm, ALGORITHMS)

@@ -7,13 +7,13 @@ import sys
 import warnings
 
 from .presets import UNET_PRESETS
-from .trainer import MIXED_PRECISIONS, PushToHubError, TrainingConfig, TrainingInterrupted, TrainingWarning, train
+from .trainer import DEGRADATIONS, MIXED_PRECISIONS, PushToHubError, TrainingConfig, TrainingInterrupted, TrainingWarning, train
 from .losses import LOSSES, REDUCTIONS, WEIGHTINGS
 from ..sde import SDE_TYPES
 from ..parameterization import PREDICTION_TYPES, TIMESTEP_TYPES
 
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(TrainingConfig)}
-_FLAGS = ("random_flip", "importance_sampling", "push_to_hub")  # store_true options
+_FLAGS = ("random_flip", "importance_sampling", "push_to_hub", "mask_random_center")  # store_true options
 
 # One help line per option; "(default: ...)" is added from TrainingConfig where the default is a value.
 _HELP = {
@@ -59,10 +59,24 @@ _HELP = {
     "hub_model_id": "Hub repo for --push-to-hub (default: the output folder's name)",
     "vae": "an AutoencoderKL folder (diffusers-sde train-vae): train on its scaled latents, encoded once, and save a"
            " ScoreSDELatentPipeline",
+    "degradation": "train a Cold Diffusion restoration network (L1 loss) for this degradation and save a"
+                   " ColdDiffusionPipeline, instead of a score model",
+    "degradation_steps": "with --degradation: T, the number of degradation steps (default: the degradation's: blur 300,"
+                         " mask 100, downsample 4, fade 100)",
+    "blur_kernel_size": "--degradation blur: odd kernel width (default: 27; at most 2 H - 1 for H x H images)",
+    "blur_kernel_std": "--degradation blur: the first step's kernel std in pixels (default: 1.0)",
+    "blur_kernel_std_rate": "--degradation blur: std_t = std exp(rate (t - 1)) (default: 0.01)",
+    "mask_std": "--degradation mask: the first step's Gaussian mask std in pixels (default: 1.0)",
+    "mask_std_growth": "--degradation mask: std_t = std + growth (t - 1) (default: 0.1)",
+    "mask_random_center": "--degradation mask: train on masks centred at a random point of each image (the paper's"
+                          " inpainting training); sampling uses the image centre",
+    "fade_value": "--degradation fade: the constant images fade to, in the data range (default: 0.0)",
+    "channel_mean_components": "with --degradation: K, the Gaussian mixture fitted to the training images' channel"
+                               " means that generation starts from (default: 1)",
 }
 _CHOICES = {"sde_type": SDE_TYPES, "prediction_type": PREDICTION_TYPES, "timestep_type": TIMESTEP_TYPES,
             "model_preset": tuple(UNET_PRESETS), "loss": LOSSES, "weighting": WEIGHTINGS, "reduction": REDUCTIONS,
-            "mixed_precision": MIXED_PRECISIONS}
+            "mixed_precision": MIXED_PRECISIONS, "degradation": tuple(DEGRADATIONS)}
 
 
 def _bool(text):
@@ -91,7 +105,8 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 def add_train_parser(commands):
     """Add the ``train`` subparser to the CLI's subcommands: one option per :class:`TrainingConfig` field."""
-    p = commands.add_parser("train", help="train a score-SDE UNet with continuous denoising score matching",
+    p = commands.add_parser("train", help="train a score-SDE UNet with continuous denoising score matching, or (--degradation) a Cold"
+                            " Diffusion restoration network",
                             formatter_class=_HelpFormatter)
     types = {float: float, int: int, str: str, bool: _bool}
     for field in dataclasses.fields(TrainingConfig):

@@ -254,3 +254,24 @@ def sliced_score_matching_loss(score_fn, x, num_projections=1, projection="gauss
         per_sample = per_sample / math.prod(x.shape[1:])
     loss = per_sample.mean()
     return (loss, per_sample) if return_per_sample else loss
+
+
+def cold_diffusion_loss(model, x0, degradation, reduction="mean", generator=None):
+    """Cold Diffusion's restoration loss (Bansal et al. 2022, Eq. 1 with the L1 norm of their experiments): per sample
+    || R(D(x0, t), t) - x0 ||_1 with t ~ U{1, ..., T}, the network R fed the integer level t and predicting x0.
+
+    Args:
+        model (`UNet2DModel` or callable): R(x_t, t) -> x0_hat (a diffusers model output or a tensor).
+        x0 (`torch.Tensor`): clean images (B, C, H, W).
+        degradation (`Degradation`): D(x0, t), t = 0..T.
+        reduction (`str`): ``"mean"`` or ``"sum"`` of each sample's absolute errors; the loss is their batch mean.
+        generator (`torch.Generator`, *optional*): source of the levels t (and of the centres of a ``random_center``
+            mask).
+    """
+    check_choice("reduction", reduction, REDUCTIONS)
+    levels = _random(lambda shape, **kwargs: torch.randint(1, degradation.num_steps + 1, shape, **kwargs),
+                     (x0.shape[0],), generator, x0.device, torch.long)
+    x_t = degradation.training_input(x0, levels, generator=generator)  # draws random mask centres after the levels
+    x0_hat = model_output(model, x_t, levels)
+    compute_dtype = torch.promote_types(x0.dtype, torch.float32)
+    return _reduce((x0_hat.to(compute_dtype) - x0.to(compute_dtype)).abs(), reduction).mean()

@@ -1,4 +1,5 @@
-"""Train a score-SDE model with continuous denoising score matching, on accelerate, and save a ScoreSDEPipeline.
+"""Train a score-SDE model with continuous denoising score matching, on accelerate, and save a ScoreSDEPipeline; or,
+with ``degradation`` set, a Cold Diffusion restoration network (L1 loss) saved as a ColdDiffusionPipeline.
 
 What a run guarantees:
 
@@ -12,6 +13,7 @@ What a run guarantees:
 """
 
 import dataclasses
+import inspect
 import os
 import shutil
 import signal
@@ -20,10 +22,13 @@ import warnings
 import torch
 from tqdm.auto import tqdm
 
+from ..cold_diffusion.channel_means import fit_channel_mean_mixture
+from ..cold_diffusion.degradations import BlurDegradation, DownsampleDegradation, FadeDegradation, MaskDegradation
 from ..parameterization import PARAMETERIZATION_DEFAULTS, Parameterization
 from ..sde import SDE_TYPES, make_sde
 from .data import encode_dataset, load_autoencoder, load_dataset, random_horizontal_flip
-from .losses import LOSSES, REDUCTIONS, WEIGHTINGS, denoising_score_matching_loss, discrete_score_matching_loss
+from .losses import (LOSSES, REDUCTIONS, WEIGHTINGS, cold_diffusion_loss, denoising_score_matching_loss,
+                     discrete_score_matching_loss)
 from .presets import UNET_PRESETS, build_unet
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -37,9 +42,25 @@ PRESET_OPTIMIZERS = {"digits-tiny": dict(learning_rate=1e-3, warmup_steps=100),
 # Share of labels replaced by the unconditional one when --label-dropout is unset (Ho & Salimans 2021 use 0.1-0.2).
 DEFAULT_LABEL_DROPOUT = 0.1
 # What the network computes: a checkpoint can only resume with the same values (and data of the same shape).
-MODEL_FIELDS = ("sde_type", "sigma_min", "sigma_max", "beta_min", "beta_max", "num_train_timesteps", "prediction_type",
-                "timestep_type", "data_centered", "model_preset", "num_classes", "vae")
 SDE_PARAMETERS = {"ve": ("sigma_min", "sigma_max"), "vp": ("beta_min", "beta_max"), "subvp": ("beta_min", "beta_max")}
+# Cold Diffusion (--degradation): the degradation classes and, for each, the options that set its constructor arguments.
+DEGRADATIONS = {"blur": BlurDegradation, "mask": MaskDegradation, "downsample": DownsampleDegradation,
+                "fade": FadeDegradation}
+DEGRADATION_OPTIONS = {
+    "blur": {"degradation_steps": "num_steps", "blur_kernel_size": "kernel_size", "blur_kernel_std": "kernel_std",
+             "blur_kernel_std_rate": "kernel_std_rate"},
+    "mask": {"degradation_steps": "num_steps", "mask_std": "mask_std", "mask_std_growth": "mask_std_growth",
+             "mask_random_center": "random_center"},
+    "downsample": {"degradation_steps": "num_steps"},
+    "fade": {"degradation_steps": "num_steps", "fade_value": "value"},
+}
+_DEGRADATION_FIELDS = tuple(dict.fromkeys(name for options in DEGRADATION_OPTIONS.values() for name in options))
+# Options of score training only: a restoration network (--degradation) must leave them at their defaults.
+SCORE_ONLY_FIELDS = ("sde_type", "sigma_min", "sigma_max", "beta_min", "beta_max", "num_train_timesteps",
+                     "prediction_type", "timestep_type", "num_classes", "label_dropout", "loss", "weighting",
+                     "importance_sampling", "eps", "vae")
+MODEL_FIELDS = ("sde_type", "sigma_min", "sigma_max", "beta_min", "beta_max", "num_train_timesteps", "prediction_type",
+                "timestep_type", "data_centered", "model_preset", "num_classes", "vae", "degradation") + _DEGRADATION_FIELDS
 
 
 class TrainingWarning(UserWarning):
@@ -101,6 +122,15 @@ class TrainingConfig:
             (default: the output folder's name).
         vae (`str`, *optional*): an ``AutoencoderKL`` folder (``diffusers-sde train-vae``): the model learns its scaled
             latents (encoded once, before training, from images in [-1, 1]) and a ``ScoreSDELatentPipeline`` is saved.
+        degradation (`str`, *optional*): ``"blur"``, ``"mask"``, ``"downsample"`` or ``"fade"``: train a Cold Diffusion
+            restoration network R(D(x0, t), t) ~ x0 with the L1 loss (``losses.cold_diffusion_loss``) and save a
+            ``ColdDiffusionPipeline`` instead; the score options (``SCORE_ONLY_FIELDS``) must then stay unset.
+        degradation_steps (`int`, *optional*): T. blur_kernel_size, blur_kernel_std, blur_kernel_std_rate (blur),
+            mask_std, mask_std_growth, mask_random_center (mask), fade_value (fade): the degradation's arguments (``DEGRADATION_OPTIONS``);
+            unset ones take the degradation class's defaults.
+        channel_mean_components (`int`, *optional*): with ``degradation``, K: the Gaussian mixture fitted (EM) to the
+            training images' channel means and stored in the scheduler's config, the start of ``pipe()``'s generation
+            (default 1).
     """
 
     output_dir: str
@@ -142,6 +172,16 @@ class TrainingConfig:
     push_to_hub: bool = False
     hub_model_id: str = None
     vae: str = None
+    degradation: str = None
+    degradation_steps: int = None
+    blur_kernel_size: int = None
+    blur_kernel_std: float = None
+    blur_kernel_std_rate: float = None
+    mask_std: float = None
+    mask_std_growth: float = None
+    mask_random_center: bool = None
+    fade_value: float = None
+    channel_mean_components: int = None
 
     def validate(self):
         checks = [
@@ -169,10 +209,13 @@ class TrainingConfig:
             ("num_classes", self.num_classes is None or self.num_classes >= 1, "an integer >= 1 (or unset: unconditional)"),
             ("label_dropout", self.label_dropout is None or 0 <= self.label_dropout < 1, "in [0, 1)"),
             ("num_samples", self.num_samples >= 1, "an integer >= 1"),
+            ("degradation", self.degradation is None or self.degradation in DEGRADATIONS,
+             f"one of {tuple(DEGRADATIONS)} (or unset: score training)"),
         ]
         for name, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"--{name.replace('_', '-')} must be {allowed}, got {getattr(self, name)!r}.")
+        self._validate_degradation()
         if self.label_dropout is not None and self.num_classes is None:
             raise ValueError(f"--label-dropout {self.label_dropout} needs --num-classes (a class-conditional model).")
         if self.importance_sampling and self.weighting != "likelihood":
@@ -182,12 +225,49 @@ class TrainingConfig:
                              f" --timestep-type ddpm (the default here) samples with; got --timestep-type"
                              f" {self.timestep_type}.")
 
+    def _validate_degradation(self):
+        takes = DEGRADATION_OPTIONS.get(self.degradation, {})
+        for name in _DEGRADATION_FIELDS:
+            if getattr(self, name) is not None and name not in takes:
+                users = [degradation for degradation, options in DEGRADATION_OPTIONS.items() if name in options]
+                raise ValueError(f"{_flag(name)} {getattr(self, name)} applies to --degradation {' or '.join(users)};"
+                                 f" got --degradation {self.degradation or 'unset (score training)'}.")
+        if self.degradation is None:
+            if self.channel_mean_components is not None:
+                raise ValueError(f"--channel-mean-components {self.channel_mean_components} needs --degradation (the"
+                                 " generation start of a Cold Diffusion model).")
+            return
+        if self.channel_mean_components is not None and self.channel_mean_components < 1:
+            raise ValueError(f"--channel-mean-components must be an integer >= 1, got {self.channel_mean_components}.")
+        defaults = {field.name: field.default for field in dataclasses.fields(TrainingConfig)}
+        for name in SCORE_ONLY_FIELDS:
+            if getattr(self, name) != defaults[name]:
+                raise ValueError(f"{_flag(name)} {getattr(self, name)} is an option of score training; --degradation"
+                                 f" {self.degradation} trains a restoration network with Cold Diffusion's L1 loss:"
+                                 f" leave {_flag(name)} unset.")
+
+    def build_degradation(self):
+        """The Cold Diffusion degradation of ``degradation`` and its options (``None`` for score training)."""
+        if self.degradation is None:
+            return None
+        options = DEGRADATION_OPTIONS[self.degradation]
+        arguments = {argument: self.resolved(name) for name, argument in options.items()}
+        try:
+            return DEGRADATIONS[self.degradation](**arguments)
+        except ValueError as error:
+            raise ValueError(f"--degradation {self.degradation}: {error}") from error
+
     def resolved(self, name):
         """A field's value, with its default when unset (None): the SDE's paper parameterization and EMA decay, the
-        preset's optimizer settings."""
+        preset's optimizer settings, the degradation class's arguments."""
         value = getattr(self, name)
         if value is not None:
             return value
+        if name == "channel_mean_components":
+            return 1 if self.degradation is not None else None
+        if name in DEGRADATION_OPTIONS.get(self.degradation, {}):
+            argument = DEGRADATION_OPTIONS[self.degradation][name]
+            return inspect.signature(DEGRADATIONS[self.degradation].__init__).parameters[argument].default
         if name in PAPER_OPTIMIZER:
             return PRESET_OPTIMIZERS.get(self.model_preset, PAPER_OPTIMIZER)[name]
         if name == "ema_decay":
@@ -283,8 +363,9 @@ def _warmup(warmup_steps):
 
 
 def _save_samples(unet, ema, scheduler, config, path, vae=None):
-    """A grid of samples of the EMA weights (20-step exponential integrator; decoded by ``vae`` when given), training
-    weights restored after."""
+    """A grid of samples of the EMA weights (20-step exponential integrator, decoded by ``vae`` when given; a
+    restoration network generates with its own scheduler), training weights restored after."""
+    from ..cold_diffusion import ColdDiffusionPipeline
     from ..image_grid import save_image_grid
     from ..pipelines import ScoreSDELatentPipeline, ScoreSDEPipeline
     from ..schedulers import ExponentialIntegratorScheduler
@@ -293,12 +374,16 @@ def _save_samples(unet, ema, scheduler, config, path, vae=None):
     ema.copy_to(unet.parameters())
     unet.eval()
     try:
-        sampler = ExponentialIntegratorScheduler.from_config(scheduler.config)
-        pipe = (ScoreSDEPipeline(unet=unet, scheduler=sampler) if vae is None
-                else ScoreSDELatentPipeline(vae=vae, unet=unet, scheduler=sampler))
+        if config.degradation:
+            pipe, options = ColdDiffusionPipeline(unet=unet, scheduler=scheduler), {}
+        else:
+            sampler = ExponentialIntegratorScheduler.from_config(scheduler.config)
+            pipe = (ScoreSDEPipeline(unet=unet, scheduler=sampler) if vae is None
+                    else ScoreSDELatentPipeline(vae=vae, unet=unet, scheduler=sampler))
+            options = {"num_inference_steps": 20}
         pipe.set_progress_bar_config(disable=True)
-        images = pipe(batch_size=config.num_samples, num_inference_steps=20,
-                      generator=torch.Generator().manual_seed(config.seed)).images
+        images = pipe(batch_size=config.num_samples, generator=torch.Generator().manual_seed(config.seed),
+                      **options).images
         save_image_grid(images, path)
     finally:
         unet.train()
@@ -316,8 +401,10 @@ def _compare_with_checkpoint(config, state, data_shape, resume_path):
     fields = {field.name for field in dataclasses.fields(TrainingConfig)}
     stored = TrainingConfig(**{name: value for name, value in state["config"].items() if name in fields})
     sde_parameters = {name for names in SDE_PARAMETERS.values() for name in names}
-    model_fields = [name for name in MODEL_FIELDS  # an SDE's parameters matter only if it uses them
-                    if name not in sde_parameters or name in SDE_PARAMETERS[stored.sde_type]]
+    # An SDE's parameters matter only if it uses them; a degradation's options only for that degradation.
+    model_fields = [name for name in MODEL_FIELDS
+                    if (name not in sde_parameters or name in SDE_PARAMETERS[stored.sde_type])
+                    and (name not in _DEGRADATION_FIELDS or name in DEGRADATION_OPTIONS.get(stored.degradation, {}))]
     def changed(names):
         return [f"{_flag(name)} {stored.resolved(name)} -> {config.resolved(name)}" for name in names
                 if stored.resolved(name) != config.resolved(name)]
@@ -363,7 +450,8 @@ class _SigtermAsInterrupt:
 
 
 def train(config):
-    """Run training as described by a :class:`TrainingConfig`; returns the saved ``ScoreSDEPipeline``.
+    """Run training as described by a :class:`TrainingConfig`; returns the saved ``ScoreSDEPipeline`` (a
+    ``ColdDiffusionPipeline`` with ``degradation`` set).
 
     Raises :class:`TrainingInterrupted` on SIGINT / SIGTERM, ``FloatingPointError`` on a non-finite loss and
     :class:`PushToHubError` when ``push_to_hub`` fails after the local save."""
@@ -372,6 +460,7 @@ def train(config):
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
 
+    from ..cold_diffusion import ColdDiffusionPipeline, ColdDiffusionScheduler
     from ..pipelines import ScoreSDELatentPipeline, ScoreSDEPipeline
     from ..schedulers import PredictorCorrectorScheduler
 
@@ -400,6 +489,9 @@ def train(config):
         data = encode_dataset(vae, data)
         accelerator.print(f"encoded {len(data)} images with --vae {config.vae}: latents {tuple(data.shape[1:])}")
     data_shape = list(data.shape[1:])
+    degradation = config.build_degradation()
+    if degradation is not None:
+        _check_degradation_fits(degradation, data[:1], config.degradation)
     changed = []
     if resume_path:
         with open(os.path.join(resume_path, "training_state.json")) as handle:
@@ -419,10 +511,16 @@ def train(config):
     ema.to(accelerator.device)
     accelerator.register_for_checkpointing(ema, lr_schedule)
 
-    scheduler = PredictorCorrectorScheduler(
-        sde_type=config.sde_type, sigma_min=config.sigma_min, sigma_max=config.sigma_max, beta_min=config.beta_min,
-        beta_max=config.beta_max, num_train_timesteps=config.num_train_timesteps, prediction_type=prediction_type,
-        timestep_type=timestep_type, data_centered=data_centered)
+    if degradation is not None:
+        mixture = fit_channel_mean_mixture(data, config.resolved("channel_mean_components"), seed=config.seed)
+        scheduler = ColdDiffusionScheduler(degradation=degradation.to_config(), data_centered=data_centered,
+                                           initial_weights=mixture.weights.tolist(), initial_means=mixture.means.tolist(),
+                                           initial_stds=mixture.stds.tolist())
+    else:
+        scheduler = PredictorCorrectorScheduler(
+            sde_type=config.sde_type, sigma_min=config.sigma_min, sigma_max=config.sigma_max, beta_min=config.beta_min,
+            beta_max=config.beta_max, num_train_timesteps=config.num_train_timesteps, prediction_type=prediction_type,
+            timestep_type=timestep_type, data_centered=data_centered)
 
     step = 0
     if resume_path:
@@ -460,7 +558,10 @@ def train(config):
                             unet, _drop_labels(labels[indices], config.num_classes, config.resolved("label_dropout"),
                                                noise))
                         with accelerator.autocast():
-                            if config.loss == "discrete":
+                            if degradation is not None:
+                                loss = cold_diffusion_loss(model, batch, degradation, reduction=config.reduction,
+                                                           generator=noise)
+                            elif config.loss == "discrete":
                                 loss = discrete_score_matching_loss(model, batch, sde, parameterization,
                                                                     reduction=config.reduction, generator=noise)
                             else:
@@ -505,8 +606,12 @@ def train(config):
     accelerator.wait_for_everyone()
     final = accelerator.unwrap_model(unet)
     ema.copy_to(final.parameters())
-    pipeline = (ScoreSDEPipeline(unet=final.eval(), scheduler=scheduler) if vae is None
-                else ScoreSDELatentPipeline(vae=vae, unet=final.eval(), scheduler=scheduler))
+    if degradation is not None:
+        pipeline = ColdDiffusionPipeline(unet=final.eval(), scheduler=scheduler)
+    elif vae is not None:
+        pipeline = ScoreSDELatentPipeline(vae=vae, unet=final.eval(), scheduler=scheduler)
+    else:
+        pipeline = ScoreSDEPipeline(unet=final.eval(), scheduler=scheduler)
     if accelerator.is_main_process:
         pipeline.save_pretrained(config.output_dir)
         accelerator.print(f"saved the EMA pipeline to {config.output_dir}")
@@ -520,6 +625,15 @@ def train(config):
                                      f" repo {repo_id!r} failed: {reason}") from error
     accelerator.end_training()
     return pipeline
+
+
+def _check_degradation_fits(degradation, images, name):
+    """Degrade one training image to every level T before training: a degradation the images cannot take (a blur
+    kernel wider than the image, more halvings than its size allows) fails here, naming the option."""
+    try:
+        degradation(images, degradation.num_steps)
+    except ValueError as error:
+        raise ValueError(f"--degradation {name} does not fit the training images: {error}") from error
 
 
 def _check_labels(labels, num_classes, data):

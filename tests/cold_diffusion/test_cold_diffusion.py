@@ -10,6 +10,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from diffusers_sde import (
+    fit_channel_mean_mixture,
     BlurDegradation,
     ColdDiffusionPipeline,
     ColdDiffusionScheduler,
@@ -173,10 +174,22 @@ def test_a_degradation_whose_level_zero_is_not_the_identity_is_refused():
         Shifted(num_steps=3)
 
 
-@pytest.mark.parametrize("t", [-1, 6, 1.5, "2", torch.tensor([1, 2, 3]), torch.tensor([0, 7])])
+@pytest.mark.parametrize("t", [-1, 6, 1.5, "2", torch.tensor([1, 2, 3]), torch.tensor([0, 7]), torch.tensor([0.5, 1.0])])
 def test_levels_outside_zero_to_T_are_refused(t):
     with pytest.raises(ValueError, match=r"t must be an integer in 0\.\.5"):
-        FadeDegradation(num_steps=5)(images(), t)
+        MaskDegradation(num_steps=5)(images(), t)
+
+
+def test_the_fade_takes_real_levels_in_closed_form():
+    fade, x0 = FadeDegradation(num_steps=4, value=0.5), images()
+    assert torch.allclose(fade(x0, 2.5), (1 - 2.5 / 4) * x0 + 2.5 / 4 * 0.5)
+    levels = torch.tensor([0.25, 3.0])
+    expected = torch.stack([(1 - level / 4) * image + level / 4 * 0.5 for level, image in zip(levels.tolist(), x0)])
+    assert torch.allclose(fade(x0, levels), expected)
+    for t in (-0.5, 4.5, torch.tensor([0.5, 4.5])):
+        with pytest.raises(ValueError, match=r"t must be a number in \[0, 4\]"):
+            fade(x0, t)
+    assert fade.continuous_time and not BlurDegradation(num_steps=2, kernel_size=3).continuous_time
 
 
 def test_images_too_small_or_not_divisible_are_refused():
@@ -421,3 +434,79 @@ def test_pipeline_restores_uint8_images_in_the_data_space():
     expected = pixels.double() / 255 * 2 - 1 - degraded + x0
     assert torch.allclose(restored, expected.float(), atol=1e-5)
     assert (restored - x0).abs().max() <= 1 / 255 + 1e-5  # within half a quantization step in [-1, 1]
+
+
+# --- the channel-mean mixture of generation --------------------------------------------------------------------------
+def _constant_images(values):
+    """Images constant per channel, with the channel means ``values`` (N, C)."""
+    return values[:, :, None, None].expand(-1, -1, 4, 4).contiguous()
+
+
+def test_channel_mean_mixture_recovers_a_known_two_component_mixture():
+    n = 4000
+    generator = torch.Generator().manual_seed(0)
+    weights, means, stds = torch.tensor([0.3, 0.7]), torch.tensor([[-0.5, 0.2], [0.4, -0.1]]), torch.tensor(
+        [[0.05, 0.1], [0.1, 0.05]])
+    component = torch.multinomial(weights, n, replacement=True, generator=generator)
+    values = means[component] + stds[component] * torch.randn(n, 2, generator=generator)
+    fit = fit_channel_mean_mixture(_constant_images(values), num_components=2, seed=1)
+    order = fit.means[:, 0].argsort()  # components come in no particular order
+    # sampling error: sd(weight) = sqrt(0.21 / 4000) = 0.007, sd(mean) <= 0.1 / sqrt(1200) = 0.003, sd(std) ~ 0.002
+    assert torch.allclose(fit.weights[order], weights, atol=0.03)
+    assert torch.allclose(fit.means[order], means, atol=0.015)
+    assert torch.allclose(fit.stds[order], stds, atol=0.01)
+
+
+def test_one_component_is_the_sample_mean_and_std():
+    values = torch.randn(50, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    images_ = values[:, :, None, None] + torch.tensor([[1.0, -1.0], [-1.0, 1.0]], dtype=torch.float64)  # same means
+    fit = fit_channel_mean_mixture(images_, num_components=1)
+    assert fit.weights.tolist() == [1.0]
+    assert torch.allclose(fit.means[0].double(), values.mean(0), atol=1e-6)
+    assert torch.allclose(fit.stds[0].double(), values.std(0, unbiased=False), atol=1e-6)
+    with pytest.raises(ValueError, match="num_components must be at most the number of images, 50, got 51"):
+        fit_channel_mean_mixture(images_, num_components=51)
+
+
+def test_generation_starts_from_the_mixture_stored_in_the_scheduler():
+    # Weights (1, 0): every start is component 0; Alg. 2 with an exact R ends at u - D(x0, T) + x0 (see above).
+    x0 = images(shape=(1, 2, 8, 8)).float()
+    blur = small_degradations()["blur"]
+    pipe = exact_pipeline(blur, x0)
+    pipe.scheduler = ColdDiffusionScheduler(degradation=blur, initial_weights=[1.0, 0.0],
+                                            initial_means=[[0.3, -0.2], [5.0, 5.0]], initial_stds=[[0.0, 0.0], [1.0, 1.0]])
+    generated = pipe(batch_size=3, symmetry_breaking_std=0.0, output_type="latent").images
+    expected = torch.tensor([0.3, -0.2])[None, :, None, None] - blur(x0, 6) + x0
+    assert torch.allclose(generated, expected.expand(3, -1, -1, -1), atol=1e-5)
+    with pytest.raises(ValueError, match=r"initial_weights must hold K = 2 non-negative weights .* got \[-1.0, 2.0\]"):
+        pipe(initial_weights=[-1.0, 2.0], initial_means=[[0.0, 0.0], [1.0, 1.0]], output_type="pt")
+
+
+# --- mask centres ----------------------------------------------------------------------------------------------------
+def test_mask_at_a_given_center_is_the_closed_form():
+    mask = MaskDegradation(num_steps=3, mask_std=1.0, mask_std_growth=0.5, center=[1.0, 2.0])
+    rows, cols = torch.meshgrid(torch.arange(6.0), torch.arange(5.0), indexing="ij")
+    squared = (rows - 1.0) ** 2 + (cols - 2.0) ** 2
+    expected = (1 - torch.exp(-squared / (2 * 1.0**2))) * (1 - torch.exp(-squared / (2 * 1.5**2)))
+    assert torch.allclose(mask.mask(2, 6, 5, dtype=torch.float64), expected.double())
+    x0 = images(shape=(1, 1, 6, 5))
+    assert torch.allclose(mask(x0, 2), x0 * expected.double())
+    assert MaskDegradation.from_config(mask.to_config()).center == [1.0, 2.0]
+    with pytest.raises(ValueError, match=r"center must be a \(row, column\) pair"):
+        MaskDegradation(center=[1.0])
+
+
+def test_random_centers_are_uniform_and_used_per_sample_in_training():
+    mask = MaskDegradation(num_steps=4, mask_std=0.5, mask_std_growth=0.5, random_center=True)
+    centers = mask.sample_centers(4000, 8, 6, generator=torch.Generator().manual_seed(0))
+    # uniform on [0, 7] x [0, 5]: means 3.5 and 2.5 (standard errors 0.03 and 0.02), the whole range reached
+    assert torch.allclose(centers.mean(0), torch.tensor([3.5, 2.5], dtype=torch.float64), atol=0.1)
+    assert centers.min() >= 0 and centers[:, 0].max() <= 7 and centers[:, 1].max() <= 5
+    assert centers[:, 0].max() > 6.9 and centers.min() < 0.1
+    x0, levels = images(shape=(3, 2, 8, 6)), torch.tensor([4, 0, 2])
+    drawn = mask.sample_centers(3, 8, 6, generator=torch.Generator().manual_seed(7))
+    trained = mask.training_input(x0, levels, generator=torch.Generator().manual_seed(7))
+    for i in range(3):  # each sample is masked around its own centre, at its own level
+        own = MaskDegradation(num_steps=4, mask_std=0.5, mask_std_growth=0.5, center=drawn[i].tolist())
+        assert torch.allclose(trained[i:i + 1], own(x0[i:i + 1], int(levels[i])))
+    assert torch.equal(mask(x0, levels), MaskDegradation(num_steps=4, mask_std=0.5, mask_std_growth=0.5)(x0, levels))
