@@ -33,6 +33,7 @@ from .schedulers import (
 )
 from .cold_diffusion import BlurDegradation, ColdDiffusionPipeline, ColdDiffusionScheduler, ColdDiffusionSchedulerOutput
 from .cold_diffusion import ComposedDegradation, Degradation, DownsampleDegradation, FadeDegradation, MaskDegradation
+from .ddgan import DDGANDiscriminator, DDGANGenerator, DDGANPipeline, DDGANScheduler, DDGANSchedulerOutput
 from .pretrained_models import PRETRAINED_MODELS, pretrained_model_path
 from .sde import SDE_TYPES, ScoreSDE, SubVPSDE, VESDE, VPSDE, make_sde
 from .solvers import DIVERGENCES, PROBES, MaxNFEExceededError, ProbabilityFlowODE
@@ -43,7 +44,7 @@ from .training import train
 __version__ = "0.1.0"
 
 _register([ScoreSDEPipeline, ScoreSDEInverseProblemPipeline, ScoreSDEInpaintPipeline, ScoreSDEColorizationPipeline,
-           ScoreSDEImg2ImgPipeline, ColdDiffusionPipeline])
+           ScoreSDEImg2ImgPipeline, ColdDiffusionPipeline, DDGANPipeline])
 
 __all__ = [
     "CORRECTORS", "INTEGRATORS", "LANGEVIN_NORMS", "PREDICTORS", "PREDICTION_TYPES", "SAMPLERS", "SDE_TYPES",
@@ -66,4 +67,5 @@ __all__ = [
     "train",
     "ColdDiffusionPipeline", "ColdDiffusionScheduler", "ColdDiffusionSchedulerOutput", "Degradation", "BlurDegradation",
     "MaskDegradation", "DownsampleDegradation", "FadeDegradation", "ComposedDegradation",
+    "DDGANPipeline", "DDGANScheduler", "DDGANSchedulerOutput", "DDGANGenerator", "DDGANDiscriminator",
 ]

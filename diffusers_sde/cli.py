@@ -437,6 +437,7 @@ def build_parser():
     _add_likelihood_parser(commands)
 
     from .conditional_commands import add_conditional_parsers
+    from .ddgan.command import add_train_ddgan_parser
     from .guidance.training import add_train_classifier_parser
     from .training.command import add_train_parser
     from .models.conversion import add_convert_parser
@@ -445,6 +446,7 @@ def build_parser():
     add_conditional_parsers(commands)
     add_convert_parser(commands)
     add_train_classifier_parser(commands)
+    add_train_ddgan_parser(commands)
     return parser
 
 

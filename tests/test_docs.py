@@ -56,7 +56,7 @@ def test_the_documented_command_lines_are_collected():
 @pytest.mark.parametrize("page, line", COMMAND_LINES)
 def test_documented_command_lines_are_accepted(page, line):
     args = build_parser().parse_args(shlex.split(line)[1:])
-    assert args.command in ("sample", "likelihood", "train", "train-classifier", "convert", "inpaint", "colorize",
+    assert args.command in ("sample", "likelihood", "train", "train-classifier", "train-ddgan", "convert", "inpaint", "colorize",
                             "img2img")
     if args.command == "sample":  # current names only, and options that apply to the sampler
         assert args.sampler not in SAMPLER_ALIASES and args.solver is None

@@ -1,5 +1,9 @@
 """Denoising Diffusion GANs (Xiao et al., ICLR 2022): a few-step chain whose denoising steps are a conditional GAN."""
 
+from .losses import discriminator_loss, generator_loss, r1_norm, sample_fake_previous, sample_real_pairs
+from .models import DDGANDiscriminator, DDGANGenerator
+from .pipeline_ddgan import DDGANPipeline
 from .scheduling_ddgan import DDGANScheduler, DDGANSchedulerOutput
 
-__all__ = ["DDGANScheduler", "DDGANSchedulerOutput"]
+__all__ = ["DDGANDiscriminator", "DDGANGenerator", "DDGANPipeline", "DDGANScheduler", "DDGANSchedulerOutput",
+           "discriminator_loss", "generator_loss", "r1_norm", "sample_fake_previous", "sample_real_pairs"]
