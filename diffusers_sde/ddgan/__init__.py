@@ -4,6 +4,8 @@ from .losses import discriminator_loss, generator_loss, r1_norm, sample_fake_pre
 from .models import DDGANDiscriminator, DDGANGenerator
 from .pipeline_ddgan import DDGANPipeline
 from .scheduling_ddgan import DDGANScheduler, DDGANSchedulerOutput
+from .training import DDGANTrainingConfig, train_ddgan
 
 __all__ = ["DDGANDiscriminator", "DDGANGenerator", "DDGANPipeline", "DDGANScheduler", "DDGANSchedulerOutput",
-           "discriminator_loss", "generator_loss", "r1_norm", "sample_fake_previous", "sample_real_pairs"]
+           "DDGANTrainingConfig", "train_ddgan", "discriminator_loss", "generator_loss", "r1_norm",
+           "sample_fake_previous", "sample_real_pairs"]
