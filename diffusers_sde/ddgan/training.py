@@ -211,7 +211,7 @@ def train_ddgan(config):
                 if config.log_every and step % config.log_every == 0:
                     means = {name: total / config.log_every for name, total in running.items()}
                     accelerator.print(f"step {step}/{config.max_steps} mean D loss {means['discriminator']:.4f}"
-                                      f" G loss {means['generator']:.4f} R1 {means['r1']:.4f}")
+                                      f" G loss {means['generator']:.4f} R1 {means['r1']:.4f}", flush=True)
                     running = dict.fromkeys(running, 0.0)
                 if config.checkpointing_steps and step % config.checkpointing_steps == 0:
                     state = {"step": step, "config": dataclasses.asdict(config), "data_shape": data_shape}
