@@ -60,17 +60,23 @@ class DDGANDiscriminator(ModelMixin, ConfigMixin):
     """D(x_{k-1}, x_k, t) -> one logit per sample: is x_{k-1} a real denoising of x_k at level k?
 
     Strided 3x3 convolutions with LeakyReLU(0.2) over the pair stacked on channels, each block shifted by a projection
-    of the time embedding, then a sum over positions and a linear layer (the paper's, smaller).
+    of the time embedding; then, as in the paper's discriminators, the minibatch standard deviation (Karras et al. 2018)
+    appended as one more channel, so a batch of near-identical fakes is told apart from varied real pairs (mode
+    collapse); a last convolution, a sum over positions and a linear layer. Much smaller than the paper's.
 
     Args:
         in_channels (`int`): channels of one image (the network sees twice as many).
         block_out_channels (`tuple[int]`): channels of each block; every block after the first halves the resolution.
         time_embedding_dim (`int`): width of the sinusoidal time embedding and its MLP.
+        minibatch_std_group_size (`int`): samples per group of the minibatch standard deviation (0: none); a batch
+            whose size it does not divide uses the largest divisor below it.
     """
 
     @register_to_config
-    def __init__(self, in_channels=1, block_out_channels=(32, 64, 128), time_embedding_dim=128):
+    def __init__(self, in_channels=1, block_out_channels=(32, 64, 128), time_embedding_dim=128,
+                 minibatch_std_group_size=4):
         super().__init__()
+        check_integer("minibatch_std_group_size", minibatch_std_group_size, minimum=0)
         self.time_proj = Timesteps(time_embedding_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(time_embedding_dim, time_embedding_dim)
         self.convolutions, self.time_shifts = nn.ModuleList(), nn.ModuleList()
@@ -80,6 +86,8 @@ class DDGANDiscriminator(ModelMixin, ConfigMixin):
             self.time_shifts.append(nn.Linear(time_embedding_dim, out_channels))
             channels = out_channels
         self.activation = nn.LeakyReLU(0.2)
+        extra = 1 if minibatch_std_group_size else 0
+        self.final_convolution = nn.Conv2d(channels + extra, channels, 3, padding=1)
         self.output = nn.Linear(channels, 1)
 
     def forward(self, previous_sample, sample, timestep):
@@ -90,4 +98,17 @@ class DDGANDiscriminator(ModelMixin, ConfigMixin):
         hidden = torch.cat([previous_sample, sample], dim=1).to(self.dtype)
         for convolution, shift in zip(self.convolutions, self.time_shifts):
             hidden = self.activation(convolution(hidden) + shift(embedding)[:, :, None, None])
+        if self.config.minibatch_std_group_size:
+            hidden = torch.cat([hidden, _minibatch_std(hidden, self.config.minibatch_std_group_size)], dim=1)
+        hidden = self.activation(self.final_convolution(hidden))
         return self.output(hidden.sum(dim=(2, 3))).squeeze(1)
+
+
+def _minibatch_std(hidden, group_size):
+    """One feature map per sample: the standard deviation of the features across its group of the batch (samples
+    i, i + B/G, i + 2 B/G, ...), averaged over channels and positions."""
+    batch = hidden.shape[0]
+    group = max(size for size in range(1, min(group_size, batch) + 1) if batch % size == 0)
+    grouped = hidden.reshape(group, batch // group, *hidden.shape[1:])
+    deviation = (grouped.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (B / G,)
+    return deviation.repeat(group)[:, None, None, None].expand(batch, 1, *hidden.shape[2:])

@@ -153,3 +153,14 @@ def test_cli_refuses_bad_options(tmp_path, option, value, message, capsys):
     args = build_parser().parse_args(["train-ddgan", "--output-dir", str(tmp_path), option, value])
     with pytest.raises(ValueError, match=message):
         args.func(args)
+
+
+def test_minibatch_standard_deviation_against_its_definition():
+    from diffusers_sde.ddgan.models import _minibatch_std
+
+    hidden = torch.randn(6, 3, 2, 2)
+    feature = _minibatch_std(hidden, 4)  # 4 does not divide 6: groups of 3, {0, 2, 4} and {1, 3, 5}
+    for members in ([0, 2, 4], [1, 3, 5]):
+        expected = hidden[members].std(0, unbiased=False).mean()
+        for index in members:
+            torch.testing.assert_close(feature[index], expected.expand(1, 2, 2))
