@@ -23,8 +23,9 @@ _HELP = {
     "latent_dim": "dimension of the generator's latent z (the paper: 100)",
     "discriminator_channels": "the discriminator's block widths, comma-separated",
     "r1_gamma": "weight of the R1 penalty on real pairs (0: none; the paper: 0.05 on CIFAR-10)",
-    "generator_learning_rate": "Adam (betas 0.5, 0.9) learning rate of the generator",
-    "discriminator_learning_rate": "Adam (betas 0.5, 0.9) learning rate of the discriminator",
+    "generator_learning_rate": "Adam (betas 0.5, 0.9) learning rate of the generator (the paper: 1.6e-4 on CIFAR-10)",
+    "discriminator_learning_rate": "Adam (betas 0.5, 0.9) learning rate of the discriminator (the paper: 1.25e-4 on"
+                                   " CIFAR-10)",
     "ema_decay": "EMA decay of the generator, with diffusers' warm-up",
     "max_steps": "steps, each one discriminator and one generator update",
     "batch_size": "images per update",
