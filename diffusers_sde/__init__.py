@@ -36,6 +36,7 @@ from .schedulers import NOISE_SCALE_FUNCTIONS, ERSDEScheduler
 from .cold_diffusion import BlurDegradation, ColdDiffusionPipeline, ColdDiffusionScheduler, ColdDiffusionSchedulerOutput
 from .cold_diffusion import ComposedDegradation, Degradation, DownsampleDegradation, FadeDegradation, MaskDegradation
 from .cold_diffusion import ChannelMeanMixture, fit_channel_mean_mixture
+from .ddgan import DDGANDiscriminator, DDGANGenerator, DDGANPipeline, DDGANScheduler, DDGANSchedulerOutput
 from .pretrained_models import PRETRAINED_MODELS, pretrained_model_path
 from .sde import SDE_TYPES, ScoreSDE, SubVPSDE, VESDE, VPSDE, make_sde
 from .solvers import DIVERGENCES, PROBES, MaxNFEExceededError, ProbabilityFlowODE
@@ -46,7 +47,7 @@ from .training import train
 __version__ = "0.1.0"
 
 _register([ScoreSDEPipeline, ScoreSDEInverseProblemPipeline, ScoreSDEInpaintPipeline, ScoreSDEColorizationPipeline,
-           ScoreSDEImg2ImgPipeline, ColdDiffusionPipeline, ScoreSDELatentPipeline])
+           ScoreSDEImg2ImgPipeline, ColdDiffusionPipeline, ScoreSDELatentPipeline, DDGANPipeline])
 
 __all__ = [
     "CORRECTORS", "INTEGRATORS", "LANGEVIN_NORMS", "PREDICTORS", "PREDICTION_TYPES", "SAMPLERS", "SDE_TYPES",
@@ -72,4 +73,5 @@ __all__ = [
     "ChannelMeanMixture", "fit_channel_mean_mixture",
     "ColdDiffusionPipeline", "ColdDiffusionScheduler", "ColdDiffusionSchedulerOutput", "Degradation", "BlurDegradation",
     "MaskDegradation", "DownsampleDegradation", "FadeDegradation", "ComposedDegradation",
+    "DDGANPipeline", "DDGANScheduler", "DDGANSchedulerOutput", "DDGANGenerator", "DDGANDiscriminator",
 ]

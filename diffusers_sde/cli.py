@@ -463,6 +463,7 @@ def build_parser():
     _add_likelihood_parser(commands)
 
     from .conditional_commands import add_conditional_parsers
+    from .ddgan.command import add_train_ddgan_parser
     from .guidance.training import add_train_classifier_parser
     from .training.command import add_train_parser
     from .training.autoencoder import add_train_vae_parser
@@ -473,6 +474,7 @@ def build_parser():
     add_convert_parser(commands)
     add_train_classifier_parser(commands)
     add_train_vae_parser(commands)
+    add_train_ddgan_parser(commands)
     return parser
 
 

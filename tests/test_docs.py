@@ -57,7 +57,7 @@ def test_the_documented_command_lines_are_collected():
 def test_documented_command_lines_are_accepted(page, line):
     args = build_parser().parse_args(shlex.split(line)[1:])
     assert args.command in ("sample", "likelihood", "train", "train-classifier", "convert", "inpaint", "colorize",
-                            "img2img", "train-vae")
+                            "img2img", "train-vae", "train-ddgan")
     if args.command == "sample":  # current names only, and options that apply to the sampler
         assert args.sampler not in SAMPLER_ALIASES and args.solver is None
         _check_sample_arguments(args)
