@@ -32,7 +32,7 @@ def test_compiled_unet_gives_the_eager_samples():
 
     def aot_eager_counting_graphs(graph_module, example_inputs):
         graphs.append(graph_module)
-        return graph_module.forward
+        return lookup_backend("aot_eager")(graph_module, example_inputs)
 
     pipe.unet = torch.compile(unet, backend=aot_eager_counting_graphs)
     assert pipe.unet is not unet and pipe.unet.config.sample_size == 8  # the config still reads through the wrapper
