@@ -1,9 +1,11 @@
 """Sample quality of the embedded digits model against network evaluations (NFE), for every sampler of the project:
 the digits judge's Frechet distance (``diffusers_sde.evaluation.DigitsQuality``) at a few NFE budgets, over several
-seeds, with the judge's own floor (the real held-out digits against the train split it compares to).
+seeds, with the judge's own reference line (the 500 real held-out digits against the train split it compares to).
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_digits_samplers.py \
-        [--budgets 10 20 50 100] [--seeds 3] [--samples 500] [--only LABEL ...] [--plot docs/images/digits_fd_vs_nfe.png]
+        [--budgets 10 20 50 100] [--seeds 3] [--samples 500] [--only LABEL ...] [--results runs.json] \
+        [--plot docs/images/digits_fd_vs_nfe.png]
+    .venv/bin/python benchmarks/bench_digits_samplers.py --from-results a.json b.json [--plot PNG]  # merge saved runs
 
 A fixed-step sampler runs at the largest step count whose NFE does not pass the budget (Heun-type samplers cost
 2 N - 1, so an even budget gets budget - 1: the table shows the actual NFE). The adaptive solvers choose their own steps
@@ -127,10 +129,11 @@ def _cell(runs):
     return text + ("*" if min(run[1] for run in runs) < 1 else "")
 
 
-def _table(results, budgets, floor):
+def _table(results, budgets, reference):
     header = "| sampler | " + " | ".join(f"{budget} NFE" for budget in budgets) + " | adaptive: own NFE |"
     lines = [header, "|---" * (len(budgets) + 2) + "|",
-             f"| real held-out digits (judge's floor) | {floor:.3f} |" + " |" * len(budgets)]
+             f"| real held-out digits against the train split (judge's reference) | {reference:.3f} |"
+             + " |" * len(budgets)]
     for sampler, cells in results.items():
         row = []
         for budget in budgets:
@@ -148,7 +151,7 @@ def _table(results, budgets, floor):
     return "\n".join(lines)
 
 
-def _plot(results, floor, path):
+def _plot(results, reference, path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,7 +165,7 @@ def _plot(results, floor, path):
         spread = [np.std([run[0] for run in cell], ddof=1) if len(cell) > 1 else 0 for cell in runs]
         style = dict(marker="s", linestyle="none", markersize=7) if sampler.adaptive else dict(marker="o", markersize=3)
         axis.errorbar(nfe, mean, yerr=spread, label=sampler.label, capsize=2, linewidth=1, **style)
-    axis.axhline(floor, color="black", linestyle="--", linewidth=1, label="real held-out digits")
+    axis.axhline(reference, color="black", linestyle="--", linewidth=1, label="real held-out digits")
     axis.set(xscale="log", yscale="log", xlabel="network evaluations (NFE)", ylabel="Frechet distance (digits judge)",
              title="digits-vp: Frechet distance against NFE (mean ± sd over seeds)")
     axis.legend(fontsize=6, ncol=2, loc="upper right")
@@ -173,23 +176,23 @@ def _plot(results, floor, path):
     os.replace(temporary, path)
 
 
-def _save(results, floor, path):
+def _save(results, reference, path):
     """Write the results so far as JSON, atomically: every row's cells, (Frechet distance, coverage, NFE) per seed."""
     rows = [{"label": sampler.label, "adaptive": sampler.adaptive, "cells": {str(budget): runs for budget, runs in
              cells.items()}} for sampler, cells in results.items()]
     temporary = path + ".tmp"
     with open(temporary, "w") as handle:
-        json.dump({"floor": floor, "rows": rows}, handle, indent=1)
+        json.dump({"reference": reference, "rows": rows}, handle, indent=1)
     os.replace(temporary, path)
 
 
 def _load(paths):
-    """Results and floor from files written by ``--results``, merged (a later file's cells replace an earlier one's)."""
-    cells_by_label, adaptive, floor = {}, {}, None
+    """Results and the reference line from ``--results`` files, merged (a later file's cells replace earlier ones)."""
+    cells_by_label, adaptive, reference = {}, {}, None
     for path in paths:
         with open(path) as handle:
             saved = json.load(handle)
-        floor = saved["floor"]
+        reference = saved["reference"]
         for row in saved["rows"]:
             adaptive[row["label"]] = row["adaptive"]
             cells = cells_by_label.setdefault(row["label"], {})
@@ -198,7 +201,7 @@ def _load(paths):
     labels = sorted(cells_by_label, key=lambda label: order.index(label) if label in order else len(order))
     # Rows rebuilt from their label: only ``adaptive`` matters for the table and the plot.
     return {Sampler(label, call={"sampler": "saved"} if adaptive[label] else {}): cells_by_label[label]
-            for label in labels}, floor
+            for label in labels}, reference
 
 
 def main():
@@ -217,18 +220,19 @@ def main():
         parser.error(f"--budgets must be >= 1, --seeds >= 1 and --samples >= 2; got {args.budgets}, {args.seeds},"
                      f" {args.samples}.")
     if args.from_results:
-        results, floor = _load(args.from_results)
+        results, reference = _load(args.from_results)
         budgets = sorted({budget for cells in results.values() for budget in cells if budget in args.budgets})
-        print(_table(results, budgets, floor))
+        print(_table(results, budgets, reference))
         if args.plot:
-            _plot(results, floor, args.plot)
+            _plot(results, reference, args.plot)
         return
     torch.set_num_threads(1)
 
     quality = DigitsQuality()
     heldout, _ = digits_split("heldout")
-    floor = quality.evaluate(heldout / DIGITS_GREY_LEVELS)["frechet_distance"]
-    print(f"judge's floor: {len(heldout)} real held-out digits against the train split: {floor:.3f}", flush=True)
+    reference = quality.evaluate(heldout / DIGITS_GREY_LEVELS)["frechet_distance"]
+    print(f"judge's reference: {len(heldout)} real held-out digits against the train split: {reference:.3f}",
+          flush=True)
 
     pipe = ScoreSDEPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
@@ -249,11 +253,11 @@ def main():
                   f" {[round(run[0], 4) for run in runs]}, coverage {[run[1] for run in runs]},"
                   f" {time.perf_counter() - start:.0f} s", flush=True)
             if args.results:
-                _save(results, floor, args.results)
+                _save(results, reference, args.results)
     print()
-    print(_table(results, args.budgets, floor))
+    print(_table(results, args.budgets, reference))
     if args.plot:
-        _plot(results, floor, args.plot)
+        _plot(results, reference, args.plot)
         print(f"plot: {args.plot}")
 
 

@@ -29,7 +29,8 @@ def test_sample_help_shows_the_recommendation_table():
     with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
         main(["sample", "--help"])
     assert recommended_samplers_text(SCHEDULER_SAMPLERS) in help_text.getvalue()  # line breaks kept as written
-    assert "    sub-VP: sde_dpm_solver [Python: SDEDPMSolverScheduler(solver_order=1)] (64% at 10" in help_text.getvalue()
+    expected_line = "    sub-VP: sde_dpm_solver [Python: SDEDPMSolverScheduler(solver_order=1)] (64% at 10"
+    assert expected_line in help_text.getvalue()
 
 
 @pytest.mark.parametrize("sde", SDES)

@@ -13,7 +13,7 @@ from .scheduling_unipc import UniPCScheduler
 SDES = ("ve", "vp", "subvp")
 SDE_TITLES = {"ve": "VE", "vp": "VP", "subvp": "sub-VP"}
 
-# (NFE budget, {SDE: (choices, why)}); each choice is (scheduler class, options beyond its defaults), the first preferred.
+# (NFE budget, {SDE: (choices, why)}); a choice is (scheduler class, options beyond its defaults), the first preferred.
 RECOMMENDED_SCHEDULERS = (
     ("10-15", {
         "ve": (((UniPCScheduler, {"solver_order": 2}),), "26% at 10; none of ours is within 10% here"),
@@ -67,11 +67,12 @@ def recommended_samplers_text(sampler_names):
         text = names[scheduler_class]
         return text + (f" [Python: {_call(scheduler_class, options)}]" if options else "")
 
-    lines = ["which sampler, per SDE and NFE budget (docs/fast_samplers.md); in parentheses the worst-seed error of the",
-             "sample variance on 64-D Gaussian mixtures with an exact score:"]
+    lines = ["which sampler, per SDE and NFE budget (docs/fast_samplers.md); in parentheses the worst-seed",
+             "error of the sample variance on 64-D Gaussian mixtures with an exact score:"]
     for budget, cells in RECOMMENDED_SCHEDULERS:
         lines.append(f"  {budget}{' NFE' if budget[0].isdigit() else ''}:")
         for sde in SDES:
             choices, why = cells[sde]
-            lines.append(f"    {SDE_TITLES[sde] + ':':<8}{' or '.join(choice_text(*choice) for choice in choices)} ({why})")
+            choices_text = " or ".join(choice_text(*choice) for choice in choices)
+            lines.append(f"    {SDE_TITLES[sde] + ':':<8}{choices_text} ({why})")
     return "\n".join(lines)
