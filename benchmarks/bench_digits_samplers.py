@@ -158,13 +158,16 @@ def _plot(results, reference, path):
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7.5, 4.8))
-    for sampler, cells in results.items():
+    colors = plt.cm.tab20(np.linspace(0, 1, 20))
+    for index, (sampler, cells) in enumerate(results.items()):
         runs = [cells[budget] for budget in sorted(cells)]
         nfe = [np.mean([run[2] for run in cell]) for cell in runs]
         mean = [np.mean([run[0] for run in cell]) for cell in runs]
         spread = [np.std([run[0] for run in cell], ddof=1) if len(cell) > 1 else 0 for cell in runs]
-        style = dict(marker="s", linestyle="none", markersize=7) if sampler.adaptive else dict(marker="o", markersize=3)
-        axis.errorbar(nfe, mean, yerr=spread, label=sampler.label, capsize=2, linewidth=1, **style)
+        style = dict(marker="s", linestyle="none", markersize=7) if sampler.adaptive else dict(marker="o^vD"[index % 4],
+                                                                                                 markersize=3)
+        axis.errorbar(nfe, mean, yerr=spread, label=sampler.label, capsize=2, linewidth=1, color=colors[index % 20],
+                      **style)
     axis.axhline(reference, color="black", linestyle="--", linewidth=1, label="real held-out digits")
     axis.set(xscale="log", yscale="log", xlabel="network evaluations (NFE)", ylabel="Frechet distance (digits judge)",
              title="digits-vp: Frechet distance against NFE (mean ± sd over seeds)")
