@@ -123,7 +123,7 @@ def run_cell(pipe, sampler, budget, seed, samples, quality):
 
 
 def _cell(runs):
-    """'mean ± sd' of the Frechet distance, the NFE when it differs from the column's, '*' where a class was missed."""
+    """'mean ± sd' of the Frechet distance over the seeds, with '*' where a run missed a class."""
     distances = [run[0] for run in runs]
     text = f"{np.mean(distances):.3f} ± {np.std(distances, ddof=1) if len(runs) > 1 else 0:.3f}"
     return text + ("*" if min(run[1] for run in runs) < 1 else "")
