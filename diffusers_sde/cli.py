@@ -29,6 +29,7 @@ from .schedulers import (
     SDEDPMSolverScheduler,
     UniPCScheduler,
 )
+from .schedulers.recommended import recommended_samplers_text
 from .solvers.probability_flow_ode import DIVERGENCES, PROBES, METHODS as ODE_METHODS
 from .solvers.reverse_sde_torchsde import TORCHSDE_METHODS
 
@@ -383,17 +384,27 @@ MODEL_HELP = (f"model folder, Hub repo id, or an embedded model: {', '.join(PRET
               " name wins)")
 
 
+class _TableEpilogFormatter(_HelpFormatter):
+    """Keeps texts with line breaks (the sample command's table of recommended samplers) as written."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" not in text:
+            return super()._fill_text(text, width, indent)
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
 def _add_sample_parser(commands):
     p = commands.add_parser(
         "sample", help="generate an image grid from a model folder or Hub repo",
-        formatter_class=_HelpFormatter,
+        formatter_class=_TableEpilogFormatter,
         description="An option whose help starts with sampler names in parentheses applies only to those samplers;"
-                    " the others refuse it.")
+                    " the others refuse it.",
+        epilog=recommended_samplers_text(SCHEDULER_SAMPLERS))
     p.add_argument("--model", default="digits-vp", help=MODEL_HELP)
     p.add_argument("--sampler", choices=(*SAMPLERS, *SAMPLER_ALIASES), default="predictor_corrector",
                    help="predictor_corrector / probability_flow / exponential_integrator / edm_heun / sde_dpm_solver /"
-                        " restart / unipc / er_sde run their scheduler in the diffusers loop (docs/fast_samplers.md says which"
-                        " to use per SDE and budget); torchsde / gotta_go_fast / adaptive_ode (RK45) are solvers outside it"
+                        " restart / unipc / er_sde run their scheduler in the diffusers loop (which to use per SDE and budget:"
+                        " below); torchsde / gotta_go_fast / adaptive_ode (RK45) are solvers outside it"
                         " (pc and ode: deprecated names of predictor_corrector and probability_flow)")
     p.add_argument("--steps", type=int,
                    help="(all samplers but gotta_go_fast and adaptive_ode) number of steps; default: the sampler's own")
