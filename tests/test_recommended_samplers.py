@@ -29,7 +29,7 @@ def test_sample_help_shows_the_recommendation_table():
     with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
         main(["sample", "--help"])
     assert recommended_samplers_text(SCHEDULER_SAMPLERS) in help_text.getvalue()  # line breaks kept as written
-    expected_line = "    sub-VP: sde_dpm_solver [Python: SDEDPMSolverScheduler(solver_order=1)] (64% at 10"
+    expected_line = "    sub-VP: er_sde (within 1% from 40)"
     assert expected_line in help_text.getvalue()
 
 
