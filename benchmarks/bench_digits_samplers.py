@@ -28,6 +28,7 @@ import torch
 
 from diffusers_sde import (
     EDMHeunScheduler,
+    ERSDEScheduler,
     ExponentialIntegratorScheduler,
     PredictorCorrectorScheduler,
     ProbabilityFlowScheduler,
@@ -83,6 +84,7 @@ SAMPLERS = [
     Sampler("EDM Heun (Karras rho 7)", _from(EDMHeunScheduler)),
     Sampler("EDM Heun, churn 5", _from(EDMHeunScheduler, s_churn=5.0)),
     Sampler("Restart (paper's interval)", _from(RestartScheduler)),
+    Sampler("ER-SDE-Solver-3 (er_sde_5)", _from(ERSDEScheduler)),
     Sampler("UniPC-2 (UniC)", _from(UniPCScheduler, solver_order=2)),
     Sampler("UniPC-3 (UniC)", _from(UniPCScheduler, solver_order=3)),
     Sampler("adaptive RK45, rtol 1e-3", call=dict(sampler="adaptive_ode", rtol=1e-3, atol=1e-3)),

@@ -5,8 +5,9 @@ Time is the paper's discrete setting: integer steps t = 0..T (``num_steps`` = T)
 degraded as t grows. A degradation is a small object: ``degradation(x0, t)`` with ``t`` an integer (one level for the
 batch) or an integer tensor of shape (B,) (one level per sample), and a JSON-able :attr:`Degradation.config`
 (``to_config()`` / :meth:`Degradation.from_config`) so a scheduler stores it in ``scheduler_config.json``. Where the
-degradation defines it naturally, real t in [0, T] is accepted too (``continuous_time``): the fade, an interpolation.
-Blur, mask and downsampling are products of per-step operations, so they stay on the integer steps.
+degradation defines it naturally, real t in [0, T] is accepted too (``continuous_time``): the fade interpolates; blur and
+mask take a fraction of the next step's operation (a Gaussian of variance ``frac * sigma^2``, a mask factor raised to
+``frac``), so D is continuous in t and equal to the paper's on the integer steps. Downsampling's halvings stay discrete.
 
 Every degradation is checked when it is built: its schedule must be monotone, and its t = 0 must be the identity on
 a random probe (a subclass that breaks this is refused at construction, whatever its ``__init__`` does).
@@ -45,8 +46,8 @@ class Degradation(metaclass=_CheckedAtConstruction):
     """
 
     is_linear = True  # D(., t) is a linear map for every t (fade to a non-zero constant is affine; see FadeDegradation)
-    # D(x0, t) is defined for real t in [0, T], not only on the steps: only where the degradation defines it naturally
-    # (the fade's interpolation); blur, mask and downsample are products of per-step operations.
+    # D(x0, t) is defined for real t in [0, T], not only on the steps, where the degradation defines it naturally: the
+    # fade's interpolation, blur's and mask's fractional last step; downsampling's halvings are discrete.
     continuous_time = False
 
     def __init__(self, num_steps):
@@ -63,7 +64,7 @@ class Degradation(metaclass=_CheckedAtConstruction):
         Args:
             x0 (`torch.Tensor`): images (B, C, H, W).
             t (`int` or `torch.Tensor`): the level, an integer in 0..T for the whole batch, or an integer tensor (B,)
-                of levels, one per sample; any real number in [0, T] where ``continuous_time`` (the fade).
+                of levels, one per sample; any real number in [0, T] where ``continuous_time`` (fade, blur, mask).
         """
         if not isinstance(x0, torch.Tensor) or x0.dim() != 4 or not x0.is_floating_point():
             raise ValueError(f"x0 must be a floating tensor (B, C, H, W), got {_describe(x0)}.")
@@ -192,6 +193,9 @@ class BlurDegradation(Degradation):
     and zero padding would instead darken the borders step after step. Reflect padding needs images larger than half
     the kernel (H, W > kernel_size // 2). D(., t) is linear.
 
+    Real t = n + f (0 < f < 1) blurs n steps and then with the Gaussian of std sqrt(f) sigma_{n+1}: untruncated
+    Gaussian variances add, so the blur's variance grows linearly across the step, from D(x0, n) to D(x0, n + 1).
+
     Args:
         num_steps (`int`): T (default 300).
         kernel_size (`int`): odd kernel width and height (default 27).
@@ -201,6 +205,8 @@ class BlurDegradation(Degradation):
         kernel_stds (`list[float]`, *optional*): an explicit schedule, one std per step, non-decreasing; replaces
             ``kernel_std`` / ``kernel_std_rate``.
     """
+
+    continuous_time = True
 
     def __init__(self, num_steps=300, kernel_size=27, kernel_std=1.0, kernel_std_rate=0.01, kernel_stds=None):
         super().__init__(num_steps)
@@ -226,28 +232,38 @@ class BlurDegradation(Degradation):
                 "kernel_std_rate": self.kernel_std_rate}
 
     def _degrade(self, x0, t):
+        steps = math.floor(t)
         x = x0
-        for step in range(t):  # D(x0, t) = G_t * D(x0, t - 1)
-            x = self._blur_step(x, step)
-        return x
+        for step in range(steps):  # D(x0, t) = G_t * D(x0, t - 1)
+            x = self._blur(x, self._kernels[step])
+        return x if t == steps else self._blur(x, self._fractional_kernel(steps, t - steps))
 
     def _degrade_levels(self, x0, levels):
         # Blurs compose step after step, so one pass over the steps serves every level: step s blurs the samples whose
         # level is beyond it (T steps per batch instead of one chain per distinct level).
+        steps = levels.floor().long()
         x = x0.clone()
-        for step in range(int(levels.max())):
-            active = (levels > step).to(x0.device)
-            x[active] = self._blur_step(x[active], step)
+        for step in range(int(steps.max())):
+            active = (steps > step).to(x0.device)
+            x[active] = self._blur(x[active], self._kernels[step])
+        for i in (levels != steps).nonzero().flatten().tolist():  # real levels: their fractional last step
+            x[i : i + 1] = self._blur(x[i : i + 1], self._fractional_kernel(int(steps[i]), float(levels[i] - steps[i])))
         return x
 
-    def _blur_step(self, x, step):
-        """G_{step + 1} * x: the separable Gaussian of that step, reflect-padded, per channel."""
+    def _fractional_kernel(self, step, fraction):
+        """The 1-D Gaussian of std sqrt(fraction) sigma_{step + 1}, normalized: a fraction of that step's blur."""
+        offsets = torch.arange(self.kernel_size, dtype=torch.float64) - self.kernel_size // 2
+        kernel = torch.exp(-offsets**2 / (2 * fraction * self.kernel_stds[step] ** 2))
+        return kernel / kernel.sum()
+
+    def _blur(self, x, kernel):
+        """The separable Gaussian of a 1-D ``kernel`` applied to x, reflect-padded, per channel."""
         channels, height, width = x.shape[1:]
         pad = self.kernel_size // 2
         if pad >= min(height, width):
             raise ValueError(f"images of size {height}x{width} are too small for kernel_size={self.kernel_size} with"
                              f" reflect padding; allowed: H, W > kernel_size // 2 = {pad}.")
-        kernel = self._kernels[step].to(device=x.device, dtype=x.dtype).expand(channels, 1, self.kernel_size)
+        kernel = kernel.to(device=x.device, dtype=x.dtype).expand(channels, 1, self.kernel_size)
         x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="reflect"), kernel[:, :, None, :], groups=channels)
         return F.conv2d(F.pad(x, (0, 0, pad, pad), mode="reflect"), kernel[:, :, :, None], groups=channels)
 
@@ -256,6 +272,7 @@ class MaskDegradation(Degradation):
     """Progressive Gaussian-shaped masking, the paper's inpainting degradation: D(x0, t) = x0 * prod_{s<=t} m_s with
     m_s(i, j) = 1 - exp(-d(i, j)^2 / (2 beta_s^2)), d the distance to the image center. Each factor is 0 at the center
     and tends to 1 far from it, so the hidden (zeroed) region grows with t, and faster with a larger beta_s. Linear.
+    Real t = n + f (0 < f < 1) multiplies the first n factors by m_{n+1}^f, continuous from D(x0, n) to D(x0, n + 1).
 
     Args:
         num_steps (`int`): T (default 100).
@@ -267,6 +284,8 @@ class MaskDegradation(Degradation):
         random_center (`bool`): for training (:meth:`training_input`), a centre drawn uniformly over the image for
             each sample, as the paper trains its inpainting models; calling the degradation still uses ``center``.
     """
+
+    continuous_time = True
 
     def __init__(self, num_steps=100, mask_std=1.0, mask_std_growth=0.1, mask_stds=None, center=None,
                  random_center=False):
@@ -299,8 +318,8 @@ class MaskDegradation(Degradation):
         return arguments
 
     def mask(self, t, height, width, device=None, dtype=torch.float32, centers=None):
-        """The cumulative mask prod_{s<=t} m_s (H, W), 1 where the image is kept; with ``centers`` (B, 2), one mask
-        per centre (B, H, W)."""
+        """The cumulative mask prod_{s<=t} m_s (H, W), 1 where the image is kept (real t = n + f: times m_{n+1}^f); with
+        ``centers`` (B, 2), one mask per centre (B, H, W)."""
         one = centers is None
         if one:
             centers = torch.tensor([self.center or [(height - 1) / 2, (width - 1) / 2]], dtype=torch.float64)
@@ -308,8 +327,11 @@ class MaskDegradation(Degradation):
         rows = torch.arange(height, device=device, dtype=torch.float64)[None] - centers[:, :1]  # (B, H)
         cols = torch.arange(width, device=device, dtype=torch.float64)[None] - centers[:, 1:]  # (B, W)
         squared_distance = rows[:, :, None] ** 2 + cols[:, None] ** 2  # (B, H, W)
-        betas = torch.tensor(self.mask_stds[:t], device=device, dtype=torch.float64)
+        steps = math.ceil(t)
+        betas = torch.tensor(self.mask_stds[:steps], device=device, dtype=torch.float64)
         factors = 1 - torch.exp(-squared_distance[:, None] / (2 * betas[None, :, None, None] ** 2))
+        if steps != t:  # the last factor to the fraction of its step that t covers
+            factors[:, -1] = factors[:, -1] ** (t - (steps - 1))
         masks = factors.prod(dim=1).to(dtype)
         return masks[0] if one else masks
 

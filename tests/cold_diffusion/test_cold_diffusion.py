@@ -177,7 +177,7 @@ def test_a_degradation_whose_level_zero_is_not_the_identity_is_refused():
 @pytest.mark.parametrize("t", [-1, 6, 1.5, "2", torch.tensor([1, 2, 3]), torch.tensor([0, 7]), torch.tensor([0.5, 1.0])])
 def test_levels_outside_zero_to_T_are_refused(t):
     with pytest.raises(ValueError, match=r"t must be an integer in 0\.\.5"):
-        MaskDegradation(num_steps=5)(images(), t)
+        DownsampleDegradation(num_steps=5)(images(), t)  # discrete: real levels are refused too
 
 
 def test_the_fade_takes_real_levels_in_closed_form():
@@ -189,7 +189,44 @@ def test_the_fade_takes_real_levels_in_closed_form():
     for t in (-0.5, 4.5, torch.tensor([0.5, 4.5])):
         with pytest.raises(ValueError, match=r"t must be a number in \[0, 4\]"):
             fade(x0, t)
-    assert fade.continuous_time and not BlurDegradation(num_steps=2, kernel_size=3).continuous_time
+    assert fade.continuous_time and not DownsampleDegradation(num_steps=2).continuous_time
+
+
+def test_blur_at_real_t_adds_that_fraction_of_the_next_steps_variance():
+    """Closed form: Gaussian blurs add variances, so an impulse far from the borders spreads to per-axis variance
+    sigma_1^2 + ... + sigma_n^2 + f sigma_{n+1}^2 at t = n + f (sampled kernels of std >= 1 match it to 1e-6)."""
+    blur = BlurDegradation(num_steps=3, kernel_size=31, kernel_stds=[1.5, 2.0, 2.5])
+    impulse = torch.zeros(1, 1, 81, 81, dtype=torch.float64)
+    impulse[0, 0, 40, 40] = 1
+    offsets = torch.arange(81, dtype=torch.float64) - 40
+    for t, variance in ((1, 2.25), (1.5, 2.25 + 2.0), (2.25, 2.25 + 4.0 + 0.25 * 6.25), (3, 2.25 + 4.0 + 6.25)):
+        blurred = blur(impulse, t)[0, 0]
+        assert blurred.sum().item() == pytest.approx(1, abs=1e-12)
+        assert (blurred.sum(dim=1) * offsets**2).sum().item() == pytest.approx(variance, abs=1e-6)
+        assert (blurred.sum(dim=0) * offsets**2).sum().item() == pytest.approx(variance, abs=1e-6)
+
+
+def test_mask_at_real_t_raises_the_next_factor_to_that_fraction():
+    mask, x0 = MaskDegradation(num_steps=3, mask_stds=[1.0, 1.5, 2.0]), images()
+    offsets = torch.arange(8, dtype=torch.float64) - 3.5
+    squared_distance = offsets[:, None] ** 2 + offsets[None] ** 2
+
+    def factor(beta):  # m_s = 1 - exp(-d^2 / (2 beta_s^2))
+        return 1 - torch.exp(-squared_distance / (2 * beta**2))
+
+    assert torch.allclose(mask(x0, 1.3), x0 * factor(1.0) * factor(1.5) ** 0.3, atol=1e-12)
+    assert torch.allclose(mask(x0, 0.5), x0 * factor(1.0) ** 0.5, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["blur", "mask"])
+def test_real_levels_are_continuous_and_per_sample(kind):
+    degradation, x0 = small_degradations()[kind], images()
+    for step in range(degradation.num_steps):  # D(x0, t) runs from D(x0, n) to D(x0, n + 1) across a step
+        assert torch.allclose(degradation(x0, step + 1e-9), degradation(x0, step), atol=1e-6)
+        assert torch.allclose(degradation(x0, step + 1 - 1e-9), degradation(x0, step + 1), atol=1e-6)
+    levels = torch.tensor([0.5, 2.75], dtype=torch.float64)
+    expected = torch.cat([degradation(x0[i : i + 1], levels[i].item()) for i in range(2)])
+    assert torch.allclose(degradation(x0, levels), expected, atol=1e-12)
 
 
 def test_images_too_small_or_not_divisible_are_refused():
