@@ -1,5 +1,7 @@
-"""What every ``diffusers-sde`` command checks the same way: the --model name, the --device, --quiet."""
+"""What every ``diffusers-sde`` command checks the same way: the --model name, the --device, --quiet, true/false
+values."""
 
+import argparse
 import os
 
 import torch
@@ -38,3 +40,12 @@ def silence_progress_bars():
 
     diffusers.utils.logging.disable_progress_bar()
     huggingface_hub.utils.disable_progress_bars()
+
+
+def parse_bool(text):
+    """An option's true/false value: 1/true/yes or 0/false/no, in any case."""
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")

@@ -5,6 +5,7 @@ import dataclasses
 import shlex
 import sys
 
+from ..command_options import parse_bool
 from ..sde import SDE_TYPES
 from ..training.trainer import TrainingInterrupted
 from .training import GENERATOR_PRESETS, DDGANTrainingConfig, train_ddgan
@@ -39,19 +40,11 @@ _HELP = {
 _CHOICES = {"sde_type": SDE_TYPES, "model_preset": GENERATOR_PRESETS}
 
 
-def _bool(text):
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def add_train_ddgan_parser(commands):
     """Add ``train-ddgan`` to the CLI's subcommands."""
     p = commands.add_parser("train-ddgan", help="train a Denoising Diffusion GAN (Xiao et al. 2022)",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    types = {float: float, int: int, str: str, bool: _bool}
+    types = {float: float, int: int, str: str, bool: parse_bool}
     for field in dataclasses.fields(DDGANTrainingConfig):
         default = None if field.default is dataclasses.MISSING else field.default
         p.add_argument("--" + field.name.replace("_", "-"), dest=field.name, type=types[field.type], default=default,

@@ -9,12 +9,11 @@ the true label (Song et al. 2021, App. I.1, where a Wide ResNet is trained the s
 import argparse
 import dataclasses
 import os
-import shutil
-import tempfile
 
 import torch
 
 from ..pretrained_models import PRETRAINED_MODELS, pretrained_model_path
+from ..saving import save_pretrained_atomically
 from ..validation import check_integer, check_number
 from .classifier import NoiseConditionalClassifier
 
@@ -145,23 +144,9 @@ def train_classifier(config):
                   f" {running_correct / running_count:.3f} (noisy training batches, t ~ U(eps, 1))")
             running_loss, running_correct, running_count = 0.0, 0, 0
     classifier.eval()
-    _save_atomically(classifier, os.path.join(config.output_dir, CLASSIFIER_SUBFOLDER))
+    save_pretrained_atomically(classifier, os.path.join(config.output_dir, CLASSIFIER_SUBFOLDER))
     print(f"saved the classifier to {os.path.join(config.output_dir, CLASSIFIER_SUBFOLDER)}")
     return classifier
-
-
-def _save_atomically(model, folder):
-    """``save_pretrained`` into a temporary folder beside ``folder``, then rename it into place."""
-    parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    temporary = tempfile.mkdtemp(prefix=".tmp-classifier-", dir=parent)
-    try:
-        model.save_pretrained(temporary)
-        if os.path.exists(folder):
-            shutil.rmtree(folder)
-        os.replace(temporary, folder)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
 
 
 _HELP = {

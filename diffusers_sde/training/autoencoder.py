@@ -11,11 +11,10 @@ model sees have unit variance, matching the SDE's prior.
 import argparse
 import dataclasses
 import os
-import shutil
-import tempfile
 
 import torch
 
+from ..saving import save_pretrained_atomically
 from ..validation import check_integer, check_number
 
 
@@ -146,24 +145,9 @@ def train_autoencoder(config):
             running, running_steps = torch.zeros(3, dtype=torch.float64), 0
     vae.eval()
     vae.register_to_config(scaling_factor=latent_scaling_factor(vae, images))
-    save_atomically(vae, config.output_dir)
+    save_pretrained_atomically(vae, config.output_dir)
     print(f"saved the autoencoder (scaling_factor {vae.config.scaling_factor:.4f}) to {config.output_dir}")
     return vae
-
-
-def save_atomically(model, folder):
-    """``save_pretrained`` into a temporary folder beside ``folder``, then rename it into place: an interrupted save
-    leaves the previous folder (or none), never a half-written one."""
-    parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    temporary = tempfile.mkdtemp(prefix=".tmp-save-", dir=parent)
-    try:
-        model.save_pretrained(temporary)
-        if os.path.exists(folder):
-            shutil.rmtree(folder)
-        os.replace(temporary, folder)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
 
 
 _HELP = {

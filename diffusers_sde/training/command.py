@@ -9,6 +9,7 @@ import warnings
 from .presets import UNET_PRESETS
 from .trainer import DEGRADATIONS, MIXED_PRECISIONS, PushToHubError, TrainingConfig, TrainingInterrupted, TrainingWarning, train
 from .losses import LOSSES, REDUCTIONS, WEIGHTINGS
+from ..command_options import parse_bool
 from ..sde import SDE_TYPES
 from ..parameterization import PREDICTION_TYPES, TIMESTEP_TYPES
 
@@ -79,14 +80,6 @@ _CHOICES = {"sde_type": SDE_TYPES, "prediction_type": PREDICTION_TYPES, "timeste
             "mixed_precision": MIXED_PRECISIONS, "degradation": tuple(DEGRADATIONS)}
 
 
-def _bool(text):
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def _flag(name):
     return "--" + name.replace("_", "-")
 
@@ -108,7 +101,7 @@ def add_train_parser(commands):
     p = commands.add_parser("train", help="train a score-SDE UNet with continuous denoising score matching, or (--degradation) a Cold"
                             " Diffusion restoration network",
                             formatter_class=_HelpFormatter)
-    types = {float: float, int: int, str: str, bool: _bool}
+    types = {float: float, int: int, str: str, bool: parse_bool}
     for field in dataclasses.fields(TrainingConfig):
         if field.name in _FLAGS:
             p.add_argument(_flag(field.name), dest=field.name, action="store_true", default=None,
