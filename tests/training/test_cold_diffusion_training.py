@@ -135,6 +135,8 @@ def test_bad_degradation_is_a_clear_error(tmp_path, capsys):
         train(_config(tmp_path, degradation=None, degradation_steps=None, blur_kernel_size=None, fade_value=1.0))
     with pytest.raises(ValueError, match=r"--sde-type ve is an option of score training; --degradation blur"):
         train(_config(tmp_path, sde_type="ve"))
+    with pytest.raises(ValueError, match=r"--vae vae-folder is an option of score training; --degradation blur"):
+        train(_config(tmp_path, vae="vae-folder"))  # latent training is for score models only
     with pytest.raises(ValueError, match=r"--degradation blur does not fit the training images: .*8x8.*kernel_size=27"):
         train(_config(tmp_path, blur_kernel_size=None))  # the paper's 27x27 kernel on 8x8 digits
     with pytest.raises(ValueError, match=r"--degradation downsample does not fit .*divisible by 2\*\*t = 16"):
