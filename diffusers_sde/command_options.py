@@ -1,8 +1,10 @@
 """What every ``diffusers-sde`` command checks the same way: the --model name, the --device, --quiet, true/false
-values."""
+values; and the commands whose options are the fields of a config dataclass (the training commands)."""
 
 import argparse
+import dataclasses
 import os
+import shlex
 
 import torch
 
@@ -49,3 +51,46 @@ def parse_bool(text):
     if text.lower() in ("0", "false", "no"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def option_name(field_name):
+    """A config field's command-line flag: ``max_steps`` -> ``--max-steps``."""
+    return "--" + field_name.replace("_", "-")
+
+
+def add_config_parser(commands, name, help, config_class, help_texts, run, choices=None):
+    """A subcommand with one option per field of the dataclass ``config_class`` (its default shown in --help; fields
+    without a default are required); ``run(config)`` executes it.
+
+    Args:
+        commands: the CLI's subparsers.
+        name (`str`), help (`str`): the subcommand and its one-line help.
+        config_class: the dataclass; its fields are typed ``str``, ``int``, ``float`` or ``bool``.
+        help_texts (`dict`): field name -> help line, one per field.
+        run (`callable`): called with the ``config_class`` instance built from the parsed options.
+        choices (`dict`, *optional*): field name -> the values allowed.
+    """
+    p = commands.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for field in dataclasses.fields(config_class):
+        required = field.default is dataclasses.MISSING
+        p.add_argument(option_name(field.name), dest=field.name, type=parse_bool if field.type is bool else field.type,
+                       required=required, default=None if required else field.default,
+                       choices=(choices or {}).get(field.name), help=help_texts[field.name])
+    p.set_defaults(func=lambda args: run(config_class(
+        **{field.name: getattr(args, field.name) for field in dataclasses.fields(config_class)})))
+    return p
+
+
+def resume_command(name, config, flags=()):
+    """The command line that resumes ``config``'s run from its latest checkpoint: ``diffusers-sde <name>`` with the
+    config's non-default options (``flags``: fields given as bare switches) and ``--resume latest``."""
+    parts = ["diffusers-sde", name]
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.name == "resume" or value == field.default:
+            continue
+        if field.name in flags:
+            parts.append(option_name(field.name))
+        else:
+            parts += [option_name(field.name), str(value).lower() if isinstance(value, bool) else str(value)]
+    return shlex.join(parts + ["--resume", "latest"])

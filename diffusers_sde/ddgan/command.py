@@ -1,11 +1,8 @@
 """The ``diffusers-sde train-ddgan`` subcommand: one option per :class:`DDGANTrainingConfig` field."""
 
-import argparse
-import dataclasses
-import shlex
 import sys
 
-from ..command_options import parse_bool
+from ..command_options import add_config_parser, resume_command
 from ..sde import SDE_TYPES
 from ..training.trainer import TrainingInterrupted
 from .training import GENERATOR_PRESETS, DDGANTrainingConfig, train_ddgan
@@ -42,32 +39,15 @@ _CHOICES = {"sde_type": SDE_TYPES, "model_preset": GENERATOR_PRESETS}
 
 def add_train_ddgan_parser(commands):
     """Add ``train-ddgan`` to the CLI's subcommands."""
-    p = commands.add_parser("train-ddgan", help="train a Denoising Diffusion GAN (Xiao et al. 2022)",
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    types = {float: float, int: int, str: str, bool: parse_bool}
-    for field in dataclasses.fields(DDGANTrainingConfig):
-        default = None if field.default is dataclasses.MISSING else field.default
-        p.add_argument("--" + field.name.replace("_", "-"), dest=field.name, type=types[field.type], default=default,
-                       choices=_CHOICES.get(field.name), required=field.name == "output_dir", help=_HELP[field.name])
-    p.set_defaults(func=train_ddgan_from_args)
-    return p
+    return add_config_parser(commands, "train-ddgan", "train a Denoising Diffusion GAN (Xiao et al. 2022)",
+                             DDGANTrainingConfig, _HELP, train_ddgan_from_config, choices=_CHOICES)
 
 
-def train_ddgan_from_args(args):
-    fields = [field.name for field in dataclasses.fields(DDGANTrainingConfig)]
-    config = DDGANTrainingConfig(**{name: getattr(args, name) for name in fields})
+def train_ddgan_from_config(config):
     try:
         return train_ddgan(config)
     except TrainingInterrupted as interrupted:
-        resume = ""
-        if interrupted.last_checkpoint:
-            parts = ["diffusers-sde", "train-ddgan"]
-            for field in dataclasses.fields(DDGANTrainingConfig):
-                value = getattr(config, field.name)
-                if field.name != "resume" and value != field.default:
-                    parts += ["--" + field.name.replace("_", "-"), str(value).lower() if isinstance(value, bool)
-                              else str(value)]
-            resume = f"; resume with: {shlex.join(parts + ['--resume', 'latest'])}"
+        resume = f"; resume with: {resume_command('train-ddgan', config)}" if interrupted.last_checkpoint else ""
         print(f"{interrupted}{resume}", file=sys.stderr)
         sys.exit(128 + interrupted.signal_number)
     except FloatingPointError as error:

@@ -6,12 +6,12 @@ its data range): both are read from the score model's pipeline folder (``--model
 the true label (Song et al. 2021, App. I.1, where a Wide ResNet is trained the same way).
 """
 
-import argparse
 import dataclasses
 import os
 
 import torch
 
+from ..command_options import add_config_parser
 from ..pretrained_models import PRETRAINED_MODELS, pretrained_model_path
 from ..saving import save_pretrained_atomically
 from ..validation import check_integer, check_number
@@ -166,12 +166,5 @@ _HELP = {
 
 def add_train_classifier_parser(commands):
     """Add the ``train-classifier`` subparser: one option per :class:`ClassifierTrainingConfig` field."""
-    p = commands.add_parser("train-classifier", help="train a noise-conditional classifier for classifier guidance",
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for field in dataclasses.fields(ClassifierTrainingConfig):
-        required = field.default is dataclasses.MISSING
-        p.add_argument("--" + field.name.replace("_", "-"), dest=field.name, type=field.type, required=required,
-                       default=None if required else field.default, help=_HELP[field.name])
-    p.set_defaults(func=lambda args: train_classifier(ClassifierTrainingConfig(
-        **{field.name: getattr(args, field.name) for field in dataclasses.fields(ClassifierTrainingConfig)})))
-    return p
+    return add_config_parser(commands, "train-classifier", "train a noise-conditional classifier for classifier guidance",
+                             ClassifierTrainingConfig, _HELP, train_classifier)

@@ -8,12 +8,11 @@ the latents stay close to the data, only mildly pulled towards a unit scale). Af
 model sees have unit variance, matching the SDE's prior.
 """
 
-import argparse
 import dataclasses
-import os
 
 import torch
 
+from ..command_options import add_config_parser
 from ..saving import save_pretrained_atomically
 from ..validation import check_integer, check_number
 
@@ -168,12 +167,5 @@ _HELP = {
 
 def add_train_vae_parser(commands):
     """Add the ``train-vae`` subparser: one option per :class:`AutoencoderTrainingConfig` field."""
-    p = commands.add_parser("train-vae", help="train a small AutoencoderKL for a latent score model",
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for field in dataclasses.fields(AutoencoderTrainingConfig):
-        required = field.default is dataclasses.MISSING
-        p.add_argument("--" + field.name.replace("_", "-"), dest=field.name, type=field.type, required=required,
-                       default=None if required else field.default, help=_HELP[field.name])
-    p.set_defaults(func=lambda args: train_autoencoder(AutoencoderTrainingConfig(
-        **{field.name: getattr(args, field.name) for field in dataclasses.fields(AutoencoderTrainingConfig)})))
-    return p
+    return add_config_parser(commands, "train-vae", "train a small AutoencoderKL for a latent score model",
+                             AutoencoderTrainingConfig, _HELP, train_autoencoder)

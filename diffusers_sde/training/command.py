@@ -2,13 +2,13 @@
 
 import argparse
 import dataclasses
-import shlex
 import sys
 import warnings
 
 from .presets import UNET_PRESETS
 from .trainer import DEGRADATIONS, MIXED_PRECISIONS, PushToHubError, TrainingConfig, TrainingInterrupted, TrainingWarning, train
 from .losses import LOSSES, REDUCTIONS, WEIGHTINGS
+from .. import command_options
 from ..command_options import parse_bool
 from ..sde import SDE_TYPES
 from ..parameterization import PREDICTION_TYPES, TIMESTEP_TYPES
@@ -116,16 +116,7 @@ def add_train_parser(commands):
 
 def resume_command(config):
     """The command line that resumes ``config``'s run from its latest checkpoint: its non-default options."""
-    parts = ["diffusers-sde", "train"]
-    for field in dataclasses.fields(TrainingConfig):
-        value = getattr(config, field.name)
-        if field.name == "resume" or value == field.default:
-            continue
-        if field.name in _FLAGS:
-            parts.append(_flag(field.name))
-        else:
-            parts += [_flag(field.name), str(value).lower() if isinstance(value, bool) else str(value)]
-    return shlex.join(parts + ["--resume", "latest"])
+    return command_options.resume_command("train", config, flags=_FLAGS)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
