@@ -21,8 +21,8 @@ from ..training.trainer import (
     _batch_indices,
     _micro_batch_seed,
     _SigtermAsInterrupt,
+    checkpoint_if_due,
     resolve_resume,
-    save_checkpoint_atomically,
 )
 from .losses import discriminator_loss, generator_loss, sample_fake_previous, sample_real_pairs
 from .models import DDGANDiscriminator, DDGANGenerator
@@ -214,14 +214,10 @@ def train_ddgan(config):
                     accelerator.print(f"step {step}/{config.max_steps} mean D loss {means['discriminator']:.4f}"
                                       f" G loss {means['generator']:.4f} R1 {means['r1']:.4f}", flush=True)
                     running = dict.fromkeys(running, 0.0)
-                if config.checkpointing_steps and step % config.checkpointing_steps == 0:
-                    state = {"step": step, "config": dataclasses.asdict(config), "data_shape": data_shape}
-                    last_checkpoint = save_checkpoint_atomically(accelerator, checkpoint_dir, step, state,
-                                                                 config.checkpoints_total_limit)
+                last_checkpoint = checkpoint_if_due(accelerator, checkpoint_dir, step, config, data_shape,
+                                                    last_checkpoint)
     except KeyboardInterrupt as interrupt:
-        signal_name = interrupt.args[0] if interrupt.args and interrupt.args[0] == "SIGTERM" else "SIGINT"
-        raise TrainingInterrupted(signal_name, step, config.max_steps, last_checkpoint,
-                                  config.checkpointing_steps) from interrupt
+        raise TrainingInterrupted.at(interrupt, step, config, last_checkpoint) from interrupt
     finally:
         progress.close()
 

@@ -81,6 +81,13 @@ class TrainingInterrupted(KeyboardInterrupt):
             where = "no checkpoints (--checkpointing-steps 0): nothing to resume from"
         super().__init__(f"training stopped by {signal_name} at step {step}/{max_steps}; {where}")
 
+    @classmethod
+    def at(cls, interrupt, step, config, last_checkpoint):
+        """The interruption of ``config``'s run at ``step`` by ``interrupt``, a KeyboardInterrupt (SIGINT) or the
+        ``KeyboardInterrupt("SIGTERM")`` that ``_SigtermAsInterrupt`` raises."""
+        signal_name = "SIGTERM" if interrupt.args and interrupt.args[0] == "SIGTERM" else "SIGINT"
+        return cls(signal_name, step, config.max_steps, last_checkpoint, config.checkpointing_steps)
+
 
 class PushToHubError(RuntimeError):
     """The pipeline was saved locally, completely; only the upload to the Hub failed."""
@@ -339,6 +346,14 @@ def save_checkpoint_atomically(accelerator, checkpoint_dir, step, state, total_l
     return final
 
 
+def checkpoint_if_due(accelerator, checkpoint_dir, step, config, data_shape, last_checkpoint):
+    """Save ``checkpoint-<step>`` when ``config.checkpointing_steps`` divides ``step``; the newest checkpoint's path."""
+    if not config.checkpointing_steps or step % config.checkpointing_steps:
+        return last_checkpoint
+    state = {"step": step, "config": dataclasses.asdict(config), "data_shape": data_shape}
+    return save_checkpoint_atomically(accelerator, checkpoint_dir, step, state, config.checkpoints_total_limit)
+
+
 def _micro_batch_seed(seed, micro_batch, rank):
     """Seed of the (t, z) draws of one micro-batch on one process: a pure function, like the data order, so resuming
     needs no generator state and stays exact whatever the number of processes."""
@@ -592,14 +607,10 @@ def train(config):
                         f" {step - running_steps + 1}-{step}) lr {lr_schedule.get_last_lr()[0]:.2e}"
                         f" ema decay {ema.cur_decay_value:.4f}")
                     running, running_steps = 0.0, 0
-                if config.checkpointing_steps and step % config.checkpointing_steps == 0:
-                    state = {"step": step, "config": dataclasses.asdict(config), "data_shape": data_shape}
-                    last_checkpoint = save_checkpoint_atomically(accelerator, checkpoint_dir, step, state,
-                                                                 config.checkpoints_total_limit)
+                last_checkpoint = checkpoint_if_due(accelerator, checkpoint_dir, step, config, data_shape,
+                                                    last_checkpoint)
     except KeyboardInterrupt as interrupt:
-        signal_name = interrupt.args[0] if interrupt.args and interrupt.args[0] == "SIGTERM" else "SIGINT"
-        raise TrainingInterrupted(signal_name, step, config.max_steps, last_checkpoint,
-                                  config.checkpointing_steps) from interrupt
+        raise TrainingInterrupted.at(interrupt, step, config, last_checkpoint) from interrupt
     finally:
         progress.close()
 
