@@ -10,6 +10,7 @@ import torch
 
 from .guidance.guidance import resolve_guidance
 from .command_options import check_device as _check_device
+from .command_options import refuse_latent_model
 from .command_options import resolve_model as _resolve_model
 from .command_options import silence_progress_bars as _silence_progress_bars
 from .image_grid import image_format, save_image_grid
@@ -336,6 +337,7 @@ def likelihood(args):
     _check_device(args.device)
     if args.quiet:
         _silence_progress_bars()
+    refuse_latent_model(args.model, "likelihood")
     pipe = _load_pipeline(args.model, args.device)
     pipe.set_progress_bar_config(disable=args.quiet)
     images = _load_image_folder(args.data, names, _sample_shape(pipe.unet))

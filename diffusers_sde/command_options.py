@@ -35,6 +35,20 @@ def check_device(device):
         raise SystemExit(f"--device {device}: MPS is not available here; use --device cpu.")
 
 
+def refuse_latent_model(model, command):
+    """Commands on pixel images (likelihood, inpaint, colorize, img2img) refuse a latent model's folder (a
+    ScoreSDELatentPipeline) before loading it, instead of failing later on the shape of its latents."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        name = DiffusionPipeline.load_config(resolve_model(model)).get("_class_name")
+    except (OSError, ValueError):
+        return  # the loader reports what is wrong with the folder
+    if name == "ScoreSDELatentPipeline":
+        raise SystemExit(f"--model {model!r} is a latent model (ScoreSDELatentPipeline); {command} takes a pixel-space"
+                         " model. Use a latent model from Python (docs/latent.md).")
+
+
 def silence_progress_bars():
     """--quiet: no bar at all, loading included (diffusers' and huggingface_hub's)."""
     import diffusers

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from .command_options import check_device, resolve_model, silence_progress_bars
+from .command_options import check_device, refuse_latent_model, resolve_model, silence_progress_bars
 from .image_grid import image_format, save_image_grid
 from .pipelines import ScoreSDEColorizationPipeline, ScoreSDEImg2ImgPipeline, ScoreSDEInpaintPipeline
 
@@ -63,6 +63,7 @@ def _run(name, pipeline_class, args):
     check_device(args.device)
     if args.quiet:
         silence_progress_bars()
+    refuse_latent_model(args.model, name)
     try:
         pipe = pipeline_class.from_pretrained(resolve_model(args.model)).to(args.device)
     except (OSError, ValueError) as error:

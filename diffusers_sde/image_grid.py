@@ -29,11 +29,12 @@ def save_image_grid(images, path, cols=None):
     from PIL import Image, ImageOps
 
     file_format = image_format(path)
+    grey = (BLANK_GREY,) * len(images[0].getbands())  # one value per band: a bare number fills RGB's red band only
     if images[0].width < 64:  # tiny samples (8 x 8 digits) fill their whole frame: a 1-pixel border keeps them apart
-        images = [ImageOps.expand(image, border=1, fill=BLANK_GREY) for image in images]
+        images = [ImageOps.expand(image, border=1, fill=grey) for image in images]
     cols = cols or math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
-    blank = Image.new(images[0].mode, images[0].size, BLANK_GREY)
+    blank = Image.new(images[0].mode, images[0].size, grey)
     grid = make_image_grid(list(images) + [blank] * (rows * cols - len(images)), rows=rows, cols=cols)
     if grid.width < 512:  # enlarge (nearest neighbour) so the grid can be looked at
         scale = max(1, 512 // grid.width)

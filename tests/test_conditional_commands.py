@@ -48,3 +48,12 @@ def main_output(argv):
 
     args = cli.build_parser().parse_args(argv)
     return args.func(args)
+
+
+def test_a_latent_model_is_refused_by_the_pixel_commands(files):
+    with pytest.raises(SystemExit, match=r"--model 'digits-vp-latent' is a latent model \(ScoreSDELatentPipeline\);"
+                                         r" inpaint takes a pixel-space model"):
+        main(["inpaint", "--model", "digits-vp-latent", "--image", str(files / "digit.png"), "--mask",
+              str(files / "mask.png"), "--out", str(files / "x.png"), "--quiet"])
+    with pytest.raises(SystemExit, match=r"is a latent model \(ScoreSDELatentPipeline\); likelihood takes a pixel-space"):
+        main(["likelihood", "--model", "digits-vp-latent", "--data", str(files), "--quiet"])

@@ -92,7 +92,7 @@ class Masking(LinearOperator):
         self.keep = (mask < 0.5).expand(*mask.shape[:-3], *self.sample_shape)
 
     def forward(self, x):
-        return x * self.keep
+        return x * self.keep.to(x.device)
 
     transpose = forward
 
@@ -102,7 +102,7 @@ class Masking(LinearOperator):
     from_spectral = to_spectral
 
     def spectral_measurement(self, y):
-        return y * self.keep
+        return y * self.keep.to(y.device)
 
     @property
     def observed(self):
@@ -248,19 +248,20 @@ class MatrixOperator(LinearOperator):
         return x.reshape(x.shape[0], -1).to(torch.float64)
 
     def forward(self, x):
-        return (self._flat(x) @ self.matrix.T).to(x.dtype)
+        return (self._flat(x) @ self.matrix.to(x.device).T).to(x.dtype)
 
     def transpose(self, y):
-        return (y.to(torch.float64) @ self.matrix).view(-1, *self.sample_shape).to(y.dtype)
+        return (y.to(torch.float64) @ self.matrix.to(y.device)).view(-1, *self.sample_shape).to(y.dtype)
 
     def to_spectral(self, x):
-        return (self._flat(x) @ self._vh.T).view_as(x).to(x.dtype)
+        return (self._flat(x) @ self._vh.to(x.device).T).view_as(x).to(x.dtype)
 
     def from_spectral(self, coefficients):
-        return (self._flat(coefficients) @ self._vh).view_as(coefficients).to(coefficients.dtype)
+        vh = self._vh.to(coefficients.device)
+        return (self._flat(coefficients) @ vh).view_as(coefficients).to(coefficients.dtype)
 
     def spectral_measurement(self, y):
-        observed = (y.to(torch.float64) @ self._u) / self._s
+        observed = (y.to(torch.float64) @ self._u.to(y.device)) / self._s.to(y.device)
         coefficients = torch.zeros(y.shape[0], math.prod(self.sample_shape), dtype=torch.float64, device=y.device)
         coefficients[:, : self.rank] = observed
         return coefficients.view(-1, *self.sample_shape).to(y.dtype)

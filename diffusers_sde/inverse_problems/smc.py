@@ -47,6 +47,11 @@ def _twisted(unet, scheduler, x, t, level, operator, measurement, noise_std):
     return score.detach(), x0.detach(), log_twist.detach(), gradient
 
 
+def _draw_device(generator):
+    """Where torch.multinomial must draw: the generator's device (a CUDA generator refuses CPU weights), else the CPU."""
+    return generator.device if generator is not None else "cpu"
+
+
 def _resample(log_weights, batch, particles, generator):
     """Multinomial resampling within each measurement's K particles where the effective sample size is below K / 2.
 
@@ -56,7 +61,8 @@ def _resample(log_weights, batch, particles, generator):
     low = 1.0 / weights.pow(2).sum(1) < particles / 2
     indices = torch.arange(particles, device=log_weights.device).expand(batch, particles)
     if bool(low.any()):
-        draws = torch.multinomial(weights.cpu(), particles, replacement=True, generator=generator).to(indices.device)
+        draws = torch.multinomial(weights.to(_draw_device(generator)), particles, replacement=True,
+                                  generator=generator).to(indices.device)
         indices = torch.where(low[:, None], draws, indices)
         log_weights = torch.where(low[:, None], torch.zeros_like(log_weights), log_weights)
     offsets = torch.arange(batch, device=indices.device)[:, None] * particles
@@ -116,6 +122,6 @@ def twisted_diffusion_sampler(unet, scheduler, measurement, operator, noise_std,
         x, score, x0, gradient, log_twist = (value[keep] for value in (new_x, score, x0, gradient, new_log_twist))
     # The last step: the noise-free x_0 = x0_hat, weighted by the true likelihood over the last twisting function.
     log_weights = log_weights + _gaussian_log_density(repeated - operator(x0), noise_std**2) - log_twist
-    choice = torch.multinomial(torch.softmax(log_weights.view(batch, particles), dim=1).cpu(), 1,
-                               generator=generator).flatten()
+    weights = torch.softmax(log_weights.view(batch, particles), dim=1)
+    choice = torch.multinomial(weights.to(_draw_device(generator)), 1, generator=generator).flatten()
     return x0.view(batch, particles, *shape)[torch.arange(batch), choice.to(device)], nfe

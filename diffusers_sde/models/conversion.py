@@ -369,7 +369,7 @@ def _convert_from_args(args):
     """The CLI's conversion: a checkpoint or config that does not fit ends the command with its message."""
     try:
         convert_checkpoint(args.checkpoint, args.config, args.output, args.weights, args.layout)
-    except (ValueError, KeyError, OSError, pickle.UnpicklingError) as error:
+    except (ValueError, KeyError, OSError, RuntimeError, pickle.UnpicklingError) as error:  # RuntimeError: torch < 2.6
         raise SystemExit(f"diffusers-sde convert: {error.args[0] if error.args else error}") from error
     print(f"saved {args.output}")
 

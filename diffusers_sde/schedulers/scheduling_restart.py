@@ -9,6 +9,7 @@ accurate; the whole schedule is fixed in advance, so it is a plan in the diffuse
 """
 
 import math
+import numbers
 from dataclasses import dataclass
 
 from diffusers.configuration_utils import register_to_config
@@ -108,7 +109,8 @@ class RestartScheduler(EDMHeunScheduler):
         """
         self._intervals = [list(interval) for interval in self.config.restart_intervals]
         requested = self.default_num_inference_steps if num_inference_steps is None else num_inference_steps
-        if timesteps is None and isinstance(requested, int) and requested < self._restart_steps + 2:
+        # numbers.Integral: numpy integers too (anything else is refused by the base class's check below)
+        if timesteps is None and isinstance(requested, numbers.Integral) and requested < self._restart_steps + 2:
             logger.warning(
                 f"RestartScheduler: num_inference_steps={requested} cannot hold the restart intervals (they take"
                 f" {self._restart_steps} grid times and the main grid needs 2); sampling without restarts."
