@@ -139,15 +139,26 @@ class UniPCScheduler(ScoreSDESchedulerMixin):
         if isinstance(entry, Denoise):
             self._history, self._pending = [], None
             return x0, x0
-        if entry.corrector and self._pending is not None:  # UniC: correct the incoming sample with the new x0
-            start, x_start, m0, differences = self._pending
-            sample = self._unified_step(start, level, x_start, m0, differences + [x0 - m0], entry.corrector)
         lam = math.log(level.a / level.s)
-        order = len(entry.predictor) + 1
+        # The plan's coefficients assume a run from the first grid time; a run begun later (set_begin_index: img2img,
+        # SDEdit) holds less history at first, and its first steps take the coefficients of the history they hold.
+        if entry.corrector and self._pending is not None:  # UniC: correct the incoming sample with the new x0
+            start, x_start, m0, differences, ratios = self._pending
+            coefficients = entry.corrector
+            if len(differences) + 1 != len(coefficients):
+                coefficients = _unified_coefficients(ratios + [1.0], lam - math.log(start.a / start.s),
+                                                     self.config.solver_type)
+            sample = self._unified_step(start, level, x_start, m0, differences + [x0 - m0], coefficients)
         self._history = [(lam, x0)] + self._history[: self.config.solver_order - 1]
+        order = min(len(entry.predictor) + 1, len(self._history))
         differences = [older - x0 for _, older in self._history[1:order]]
-        prev_sample = self._unified_step(level, entry.target, sample, x0, differences, entry.predictor)
-        self._pending = (level, sample, x0, differences)
+        h = math.log(entry.target.a / entry.target.s) - lam
+        ratios = [(older_lam - lam) / h for older_lam, _ in self._history[1:order]]
+        coefficients = entry.predictor
+        if len(differences) != len(coefficients):
+            coefficients = _unified_coefficients(ratios, h, self.config.solver_type)
+        prev_sample = self._unified_step(level, entry.target, sample, x0, differences, coefficients)
+        self._pending = (level, sample, x0, differences, ratios)
         return prev_sample, prev_sample
 
     @staticmethod
