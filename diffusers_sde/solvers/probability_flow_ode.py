@@ -169,22 +169,20 @@ class _GaussianControlVariate:
         a, s = self.sde.marginal(t)
         return self.sde.drift_coefficient(t), 0.5 * self.sde.diffusion(t) ** 2 / (a**2 * self.eigenvalues + s**2)
 
-    def trace(self, t):
-        """tr L(t), a float64 scalar tensor."""
-        drift_coefficient, precision = self._coefficients(t)
-        return drift_coefficient * len(self.eigenvalues) + precision.sum()
-
-    def quadratic_form(self, probes):
-        """``t -> e^T L(t) e`` for fixed flattened probes (..., D), in float64 on their device; the probes are rotated
-        into C's eigenbasis once, here, not at every evaluation."""
+    def correction(self, probes):
+        """``t -> tr L(t) - e^T L(t) e`` for fixed flattened probes (..., D), in float64 on their device: what turns a
+        probe's estimate of div v into one of the remainder plus the exact tr L. The probes are rotated into C's
+        eigenbasis once, here, not at every evaluation."""
         probes = probes.double()
         squared_norm = probes.pow(2).sum(-1)
         rotated = probes if self.eigenvectors is None else probes @ self.eigenvectors.to(probes.device)
         squared = rotated.pow(2)
 
         def at(t):
-            drift_coefficient, precision = self._coefficients(t)
-            return drift_coefficient.item() * squared_norm + squared @ precision.to(probes.device)
+            drift_coefficient, precision = self._coefficients(t)  # once per evaluation
+            precision = precision.to(probes.device)
+            trace = drift_coefficient.item() * len(self.eigenvalues) + precision.sum()
+            return trace - (drift_coefficient.item() * squared_norm + squared @ precision)
 
         return at
 
@@ -330,7 +328,7 @@ class ProbabilityFlowODE:
         """div v ~ mean_k e_k^T (dv/dx) e_k [- e_k^T L e_k + tr L]; probes (K, B, ...), one network pass for all K."""
         num_probes = probes.shape[0]
         flat_probes = probes.flatten(2)  # (K, B, D)
-        quadratic_form = None if control is None else control.quadratic_form(flat_probes)
+        correction = None if control is None else control.correction(flat_probes)
 
         def divergence(x, t):
             drift = self.drift(x, t)
@@ -339,9 +337,8 @@ class ProbabilityFlowODE:
             vjps = [torch.autograd.grad(drift, x, probes[k], retain_graph=k < num_probes - 1)[0]
                     for k in range(num_probes)]
             estimates = (torch.stack(vjps).flatten(2) * flat_probes).sum(2)  # (K, B)
-            if control is not None:
-                remainder = estimates.double() - quadratic_form(t)
-                estimates = (remainder + control.trace(t).to(remainder.device)).to(estimates.dtype)
+            if correction is not None:
+                estimates = (estimates.double() + correction(t)).to(estimates.dtype)
             return drift, estimates.mean(0)
 
         return divergence
