@@ -4,9 +4,8 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..validation import check_number
-from .image_processing import images_to_data, postprocess, sample_shape
+from .image_processing import images_to_data, sample_shape
 from .denoising_loop import denoising_loop
-from .outputs import ScoreSDEPipelineOutput
 from .pipeline_score_sde import ScoreSDEPipeline
 
 
@@ -58,8 +57,4 @@ class ScoreSDEImg2ImgPipeline(ScoreSDEPipeline):
         sample = scheduler.add_noise(data, noise, timesteps[:1])
         sample, nfe = denoising_loop(self, sample, timesteps, generator, callback_on_step_end=callback_on_step_end,
                                      callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
-        self.maybe_free_model_hooks()
-        images = postprocess(sample, output_type, scheduler.config.data_centered)
-        if not return_dict:
-            return (images, nfe)
-        return ScoreSDEPipelineOutput(images=images, nfe=nfe)
+        return self._output(sample, nfe, output_type, return_dict)

@@ -22,10 +22,9 @@ from ..inverse_problems.operators import ChannelMean, LinearOperator, Masking
 from ..inverse_problems.smc import twisted_diffusion_sampler
 from ..sde import tweedie_denoise
 from ..validation import check_choice, check_integer, check_number
-from .image_processing import check_data_range, parse_images, pixels_to_data, postprocess
+from .image_processing import check_data_range, parse_images, pixels_to_data
 from .image_processing import images_to_data, sample_shape
 from .denoising_loop import denoising_loop
-from .outputs import ScoreSDEPipelineOutput
 from .pipeline_score_sde import ScoreSDEPipeline
 
 METHODS = ("imputation", "dps", "smc")
@@ -100,11 +99,7 @@ class ScoreSDEInverseProblemPipeline(ScoreSDEPipeline):
             self.scheduler.set_timesteps(num_inference_steps, device=device)
             sample, nfe = denoising_loop(self, sample, self.scheduler.timesteps, generator, guidance, imputation,
                                          callback_on_step_end, callback_on_step_end_tensor_inputs)
-        self.maybe_free_model_hooks()
-        images = postprocess(sample, output_type, self.scheduler.config.data_centered)
-        if not return_dict:
-            return (images, nfe)
-        return ScoreSDEPipelineOutput(images=images, nfe=nfe)
+        return self._output(sample, nfe, output_type, return_dict)
 
     def _check_measurement(self, measurement, operator, method, noise_std, shape):
         if method in ("imputation", "smc") and not isinstance(operator, LinearOperator):

@@ -205,16 +205,17 @@ class ScoreSDEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         else:
             sample, nfe = self._run_scheduler(sample, num_inference_steps, generator, callback_on_step_end,
                                               callback_on_step_end_tensor_inputs, guidance)
-        self.maybe_free_model_hooks()
-
-        images = self._to_images(sample, output_type)
-        if not return_dict:
-            return (images, nfe)
-        return ScoreSDEPipelineOutput(images=images, nfe=nfe)
+        return self._output(sample, nfe, output_type, return_dict)
 
     def image_shape(self):
         """(C, H, W) of the images the pipeline returns: the unet's samples (a latent pipeline's are decoded)."""
         return sample_shape(self.unet)
+
+    def _output(self, sample, nfe, output_type, return_dict):
+        """The end of every sampling call: offload hooks freed, the final sample as images, the output."""
+        self.maybe_free_model_hooks()
+        images = self._to_images(sample, output_type)
+        return ScoreSDEPipelineOutput(images=images, nfe=nfe) if return_dict else (images, nfe)
 
     def _to_images(self, sample, output_type):
         """Where a final sample becomes images (a latent pipeline decodes it here)."""

@@ -13,7 +13,7 @@ from ..validation import check_integer, check_number
 from .image_processing import check_data_range, check_num_levels, data_range, images_to_data, parse_images
 from .image_processing import pixels_to_data
 from .image_processing import check_output_type, sample_shape
-from .outputs import ScoreSDEEncodeOutput, ScoreSDELikelihoodOutput, ScoreSDEPipelineOutput
+from .outputs import ScoreSDEEncodeOutput, ScoreSDELikelihoodOutput
 from .progress import time_progress
 
 
@@ -204,11 +204,7 @@ class ProbabilityFlowMixin:
         eps = self.scheduler.config.sampling_eps if eps is None else eps
         result = self._solve_with_progress("decode", 1.0, eps, rtol, atol, method, max_nfe,
                                            lambda ode: ode.decode(self._working(latents), eps=eps))
-        self.maybe_free_model_hooks()
-        images = self._to_images(result.sample, output_type)
-        if not return_dict:
-            return (images, result.nfe)
-        return ScoreSDEPipelineOutput(images=images, nfe=result.nfe)
+        return self._output(result.sample, result.nfe, output_type, return_dict)
 
 
 def _check_generator(generator, batch_size):
