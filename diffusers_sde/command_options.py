@@ -108,3 +108,21 @@ def resume_command(name, config, flags=()):
         else:
             parts += [option_name(field.name), str(value).lower() if isinstance(value, bool) else str(value)]
     return shlex.join(parts + ["--resume", "latest"])
+
+
+def parse_channels(text):
+    """A comma-separated list of positive integers (``"32,64"``, a --block-out-channels value) as a tuple; ``None``
+    when the text is not one."""
+    try:
+        channels = tuple(int(part) for part in str(text).split(","))
+    except ValueError:
+        return None
+    return channels if channels and all(value >= 1 for value in channels) else None
+
+
+def block_out_channels(text):
+    """--block-out-channels as a tuple, or the error that names the option and the value."""
+    channels = parse_channels(text)
+    if channels is None:
+        raise ValueError(f"--block-out-channels must be comma-separated positive integers, got {text!r}.")
+    return channels

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..sde import SDE_TYPES
+from ..command_options import parse_channels
 from ..training.data import load_dataset
 from ..training.presets import NCSNPP_PRESETS, UNET_PRESETS
 from ..training.trainer import (
@@ -88,7 +89,7 @@ class DDGANTrainingConfig:
             ("sde_type", self.sde_type in SDE_TYPES, f"one of {SDE_TYPES}"),
             ("model_preset", self.model_preset in GENERATOR_PRESETS, f"one of {GENERATOR_PRESETS}"),
             ("latent_dim", self.latent_dim >= 1, "an integer >= 1"),
-            ("discriminator_channels", _parse_channels(self.discriminator_channels) is not None,
+            ("discriminator_channels", parse_channels(self.discriminator_channels) is not None,
              "comma-separated positive integers, e.g. 32,64,128"),
             ("r1_gamma", self.r1_gamma >= 0, ">= 0 (0 disables the penalty)"),
             ("generator_learning_rate", self.generator_learning_rate > 0, "> 0"),
@@ -104,14 +105,6 @@ class DDGANTrainingConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be {allowed}, got {getattr(self, name)!r}.")
 
 
-def _parse_channels(text):
-    try:
-        channels = tuple(int(part) for part in str(text).split(","))
-    except ValueError:
-        return None
-    return channels if channels and all(value >= 1 for value in channels) else None
-
-
 def build_ddgan(config, data_shape):
     """(generator, discriminator, scheduler) of a config, for data of shape (C, H, W)."""
     channels, height, width = data_shape
@@ -124,7 +117,7 @@ def build_ddgan(config, data_shape):
                                layers_per_block=preset["layers_per_block"], norm_num_groups=preset["norm_num_groups"],
                                attention_head_dim=preset.get("attention_head_dim", 8))
     discriminator = DDGANDiscriminator(in_channels=channels,
-                                       block_out_channels=_parse_channels(config.discriminator_channels))
+                                       block_out_channels=parse_channels(config.discriminator_channels))
     scheduler = DDGANScheduler(num_timesteps=config.num_timesteps, sde_type=config.sde_type, beta_min=config.beta_min,
                                beta_max=config.beta_max, sigma_min=config.sigma_min, sigma_max=config.sigma_max,
                                data_centered=config.data_centered)

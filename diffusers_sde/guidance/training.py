@@ -11,8 +11,8 @@ import os
 
 import torch
 
-from ..command_options import add_config_parser
-from ..pretrained_models import PRETRAINED_MODELS, pretrained_model_path
+from ..command_options import add_config_parser, block_out_channels, resolve_model
+from ..pretrained_models import PRETRAINED_MODELS
 from ..saving import save_pretrained_atomically
 from ..validation import check_integer, check_number
 from .classifier import NoiseConditionalClassifier
@@ -57,23 +57,17 @@ class ClassifierTrainingConfig:
         check_integer("--log-every", self.log_every, minimum=0)
         check_number("--learning-rate", self.learning_rate, minimum=0)
         check_number("--eps", self.eps, minimum=0, maximum=1 - 1e-9)
-        if any(value < 1 for value in self.channels()):
-            raise ValueError(f"--block-out-channels must be comma-separated positive integers, got"
-                             f" {self.block_out_channels!r}.")
+        self.channels()
 
     def channels(self):
-        try:
-            return tuple(int(part) for part in self.block_out_channels.split(","))
-        except ValueError:
-            raise ValueError(f"--block-out-channels must be comma-separated positive integers, got"
-                             f" {self.block_out_channels!r}.") from None
+        return block_out_channels(self.block_out_channels)
 
 
 def _score_model_scheduler(model):
     """The scheduler of the score model to guide (SDE, time input, data range)."""
     from ..schedulers import PredictorCorrectorScheduler
 
-    path = pretrained_model_path(model) if model in PRETRAINED_MODELS and not os.path.exists(model) else model
+    path = resolve_model(model)
     try:
         return PredictorCorrectorScheduler.from_pretrained(path, subfolder="scheduler")
     except (OSError, ValueError) as error:
@@ -92,20 +86,10 @@ def noisy_batch(scheduler, images, eps, generator):
     return noisy, scheduler.parameterization.model_time(t).to(torch.float32)
 
 
-def classifier_accuracy(classifier, scheduler, images, labels, t, seed=0):
-    """Share of ``images`` forward-noised to time ``t`` whose label the classifier predicts."""
-    generator = torch.Generator().manual_seed(seed)
-    time = torch.full((len(images),), float(t), dtype=torch.float64)
-    noise = torch.randn(images.shape, generator=generator, dtype=images.dtype)
-    noisy = scheduler.sde.perturb(images, time, noise).to(images.dtype)
-    with torch.no_grad():
-        logits = classifier(noisy, scheduler.parameterization.model_time(time).to(torch.float32)).logits
-    return (logits.argmax(1) == labels).double().mean().item()
-
-
 def train_classifier(config):
     """Run a :class:`ClassifierTrainingConfig`; returns the trained classifier (saved to ``<output_dir>/classifier``)."""
     from ..training.data import load_dataset
+    from ..training.trainer import linear_warmup
 
     config.validate()
     scheduler = _score_model_scheduler(config.model)
@@ -118,8 +102,7 @@ def train_classifier(config):
         block_out_channels=config.channels(), norm_num_groups=min(8, *config.channels()),
         time_embedding_type="fourier" if scheduler.config.timestep_type == "sigma" else "positional")
     optimizer = torch.optim.Adam(classifier.parameters(), lr=config.learning_rate)
-    warmup = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0)
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup(config.warmup_steps))
     generator = torch.Generator().manual_seed(config.seed)
     order, position = torch.randperm(len(images), generator=generator), 0
     running_loss, running_correct, running_count = 0.0, 0, 0

@@ -12,7 +12,7 @@ import dataclasses
 
 import torch
 
-from ..command_options import add_config_parser
+from ..command_options import add_config_parser, block_out_channels
 from ..saving import save_pretrained_atomically
 from ..validation import check_integer, check_number
 
@@ -64,14 +64,7 @@ class AutoencoderTrainingConfig:
                              f" --block-out-channels {self.block_out_channels!r}.")
 
     def channels(self):
-        try:
-            channels = tuple(int(part) for part in self.block_out_channels.split(","))
-        except ValueError:
-            channels = ()
-        if not channels or any(value < 1 for value in channels):
-            raise ValueError(f"--block-out-channels must be comma-separated positive integers, got"
-                             f" {self.block_out_channels!r}.")
-        return channels
+        return block_out_channels(self.block_out_channels)
 
 
 def build_autoencoder(config, in_channels, sample_size):

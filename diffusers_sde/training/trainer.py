@@ -373,7 +373,8 @@ def _batch_indices(num_examples, batch_size, micro_batch, seed, rank, world_size
     return order[start:start + batch_size]
 
 
-def _warmup(warmup_steps):
+def linear_warmup(warmup_steps):
+    """The learning-rate factor of a linear warm-up over ``warmup_steps`` steps (none at 0), for LambdaLR."""
     return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
 
 
@@ -518,7 +519,7 @@ def train(config):
     unet = build_unet(config.model_preset, tuple(data.shape[2:]) if data.shape[2] != data.shape[3] else data.shape[2],
                       data.shape[1], timestep_type, num_classes=config.num_classes)
     optimizer = torch.optim.Adam(unet.parameters(), lr=learning_rate)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup(config.resolved("warmup_steps")))
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup(config.resolved("warmup_steps")))
     # The warm-up counts optimizer steps, whatever the number of processes: the schedule is stepped by hand.
     unet, optimizer = accelerator.prepare(unet, optimizer)
     ema = EMAModel(accelerator.unwrap_model(unet).parameters(), decay=config.resolved("ema_decay"),
