@@ -10,7 +10,7 @@ import torch
 
 from .guidance.guidance import resolve_guidance
 from .command_options import check_device as _check_device
-from .command_options import refuse_latent_model
+from .command_options import option_name, refuse_latent_model
 from .command_options import resolve_model as _resolve_model
 from .command_options import silence_progress_bars as _silence_progress_bars
 from .image_grid import image_format, save_image_grid
@@ -322,7 +322,7 @@ def likelihood(args):
 
     for name in ("batch_size", "repeats", "probes"):
         if getattr(args, name) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
+            raise SystemExit(f"{option_name(name)} must be >= 1, got {getattr(args, name)}.")
     if args.probe == "hadamard" and args.probes & (args.probes - 1):
         raise SystemExit(f"--probe hadamard needs --probes a power of two (1, 2, 4, ...), got {args.probes}.")
     if args.levels < 2:

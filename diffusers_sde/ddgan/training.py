@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..sde import SDE_TYPES
-from ..command_options import parse_channels
+from ..command_options import option_name, parse_channels
 from ..training.data import load_dataset
 from ..training.presets import NCSNPP_PRESETS, UNET_PRESETS
 from ..training.trainer import (
@@ -102,7 +102,7 @@ class DDGANTrainingConfig:
         ]
         for name, ok, allowed in checks:
             if not ok:
-                raise ValueError(f"--{name.replace('_', '-')} must be {allowed}, got {getattr(self, name)!r}.")
+                raise ValueError(f"{option_name(name)} must be {allowed}, got {getattr(self, name)!r}.")
 
 
 def build_ddgan(config, data_shape):
@@ -227,7 +227,7 @@ def train_ddgan(config):
 
 def _check_same_model(config, state, data_shape, resume_path):
     stored = state.get("config", {})
-    differing = [f"--{name.replace('_', '-')} {stored[name]} -> {getattr(config, name)}" for name in MODEL_FIELDS
+    differing = [f"{option_name(name)} {stored[name]} -> {getattr(config, name)}" for name in MODEL_FIELDS
                  if name in stored and stored[name] != getattr(config, name)]
     if state.get("data_shape") not in (None, data_shape):
         differing.append(f"--data image shape {state['data_shape']} -> {data_shape}")

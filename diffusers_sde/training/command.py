@@ -9,7 +9,7 @@ from .presets import UNET_PRESETS
 from .trainer import DEGRADATIONS, MIXED_PRECISIONS, PushToHubError, TrainingConfig, TrainingInterrupted, TrainingWarning, train
 from .losses import LOSSES, REDUCTIONS, WEIGHTINGS
 from .. import command_options
-from ..command_options import parse_bool
+from ..command_options import option_name, parse_bool
 from ..sde import SDE_TYPES
 from ..parameterization import PREDICTION_TYPES, TIMESTEP_TYPES
 
@@ -80,9 +80,6 @@ _CHOICES = {"sde_type": SDE_TYPES, "prediction_type": PREDICTION_TYPES, "timeste
             "mixed_precision": MIXED_PRECISIONS, "degradation": tuple(DEGRADATIONS)}
 
 
-def _flag(name):
-    return "--" + name.replace("_", "-")
-
 
 class _HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action):
@@ -104,11 +101,11 @@ def add_train_parser(commands):
     types = {float: float, int: int, str: str, bool: parse_bool}
     for field in dataclasses.fields(TrainingConfig):
         if field.name in _FLAGS:
-            p.add_argument(_flag(field.name), dest=field.name, action="store_true", default=None,
+            p.add_argument(option_name(field.name), dest=field.name, action="store_true", default=None,
                            help=_HELP[field.name])
             continue
         kind = types[field.type]
-        p.add_argument(_flag(field.name), dest=field.name, type=kind, choices=_CHOICES.get(field.name),
+        p.add_argument(option_name(field.name), dest=field.name, type=kind, choices=_CHOICES.get(field.name),
                        required=field.name == "output_dir", help=_HELP[field.name])
     p.set_defaults(func=train_from_args)
     return p

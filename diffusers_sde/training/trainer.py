@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..cold_diffusion.channel_means import fit_channel_mean_mixture
 from ..cold_diffusion.degradations import BlurDegradation, DownsampleDegradation, FadeDegradation, MaskDegradation
+from ..command_options import option_name
 from ..parameterization import PARAMETERIZATION_DEFAULTS, Parameterization
 from ..sde import SDE_TYPES, make_sde
 from .data import encode_dataset, load_autoencoder, load_dataset, random_horizontal_flip
@@ -221,7 +222,7 @@ class TrainingConfig:
         ]
         for name, ok, allowed in checks:
             if not ok:
-                raise ValueError(f"--{name.replace('_', '-')} must be {allowed}, got {getattr(self, name)!r}.")
+                raise ValueError(f"{option_name(name)} must be {allowed}, got {getattr(self, name)!r}.")
         self._validate_degradation()
         if self.label_dropout is not None and self.num_classes is None:
             raise ValueError(f"--label-dropout {self.label_dropout} needs --num-classes (a class-conditional model).")
@@ -237,7 +238,7 @@ class TrainingConfig:
         for name in _DEGRADATION_FIELDS:
             if getattr(self, name) is not None and name not in takes:
                 users = [degradation for degradation, options in DEGRADATION_OPTIONS.items() if name in options]
-                raise ValueError(f"{_flag(name)} {getattr(self, name)} applies to --degradation {' or '.join(users)};"
+                raise ValueError(f"{option_name(name)} {getattr(self, name)} applies to --degradation {' or '.join(users)};"
                                  f" got --degradation {self.degradation or 'unset (score training)'}.")
         if self.degradation is None:
             if self.channel_mean_components is not None:
@@ -249,9 +250,9 @@ class TrainingConfig:
         defaults = {field.name: field.default for field in dataclasses.fields(TrainingConfig)}
         for name in SCORE_ONLY_FIELDS:
             if getattr(self, name) != defaults[name]:
-                raise ValueError(f"{_flag(name)} {getattr(self, name)} is an option of score training; --degradation"
+                raise ValueError(f"{option_name(name)} {getattr(self, name)} is an option of score training; --degradation"
                                  f" {self.degradation} trains a restoration network with Cold Diffusion's L1 loss:"
-                                 f" leave {_flag(name)} unset.")
+                                 f" leave {option_name(name)} unset.")
 
     def build_degradation(self):
         """The Cold Diffusion degradation of ``degradation`` and its options (``None`` for score training)."""
@@ -406,9 +407,6 @@ def _save_samples(unet, ema, scheduler, config, path, vae=None):
         ema.restore(unet.parameters())
 
 
-def _flag(name):
-    return "--" + name.replace("_", "-")
-
 
 def _compare_with_checkpoint(config, state, data_shape, resume_path):
     """Refuse a checkpoint of another model (one line listing the differences); return the other changed options."""
@@ -422,7 +420,7 @@ def _compare_with_checkpoint(config, state, data_shape, resume_path):
                     if (name not in sde_parameters or name in SDE_PARAMETERS[stored.sde_type])
                     and (name not in _DEGRADATION_FIELDS or name in DEGRADATION_OPTIONS.get(stored.degradation, {}))]
     def changed(names):
-        return [f"{_flag(name)} {stored.resolved(name)} -> {config.resolved(name)}" for name in names
+        return [f"{option_name(name)} {stored.resolved(name)} -> {config.resolved(name)}" for name in names
                 if stored.resolved(name) != config.resolved(name)]
 
     differing = changed(model_fields)
