@@ -349,8 +349,10 @@ class MaskDegradation(Degradation):
         levels = torch.full((x0.shape[0],), levels) if not isinstance(levels, torch.Tensor) else levels
         centers = self.sample_centers(x0.shape[0], *x0.shape[2:], generator=generator)
         out = torch.empty_like(x0)
-        for i, (level, center) in enumerate(zip(levels.tolist(), centers)):
-            out[i] = x0[i] * self.mask(level, *x0.shape[2:], device=x0.device, dtype=x0.dtype, centers=center[None])[0]
+        for level in levels.unique().tolist():  # one batch of masks per level, each at its sample's centre
+            chosen = levels == level
+            masks = self.mask(level, *x0.shape[2:], device=x0.device, dtype=x0.dtype, centers=centers[chosen])
+            out[chosen.to(x0.device)] = x0[chosen.to(x0.device)] * masks[:, None]
         return out
 
     def _degrade(self, x0, t):
