@@ -8,7 +8,6 @@ stays within 1%.
 
 from .scheduling_er_sde import ERSDEScheduler
 from .scheduling_exponential_integrator import ExponentialIntegratorScheduler
-from .scheduling_sde_dpm_solver import SDEDPMSolverScheduler
 from .scheduling_unipc import UniPCScheduler
 
 SDES = ("ve", "vp", "subvp")

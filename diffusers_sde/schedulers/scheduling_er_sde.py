@@ -25,14 +25,16 @@ SDE (the step is SDE-DPM-Solver++ 1S, the SDE's own Gaussian posterior, at order
 """
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from diffusers.configuration_utils import register_to_config
 
+from ..validation import check_choice
 from .scheduling_exponential_integrator import SOLVER_ORDERS, MultistepDataPredictionMixin, taylor_derivatives
 from .scheduling_exponential_integrator import taylor_integral
-from .scheduling_score_sde import ScoreSDESchedulerMixin
-from .time_grids import TAIL_LOG_SNR, check_spacing, time_grid
+from .scheduling_score_sde import PlanStep, ScoreSDESchedulerMixin
+from .time_grids import check_spacing
 
 # The noise scale functions phi(sigma) of the paper and its repository: the two classical limits and ER SDE 1-5
 # (SDE 1 with the repository's eta = 0). ER SDE 5 is the paper's recommendation. Each satisfies
@@ -61,6 +63,21 @@ def er_sde_weights(phi, sigma_u, sigma_t):
                delta + phi_t * float(measure.sum()),
                0.5 * delta**2 + phi_t * float((measure * (sigma - sigma_u)).sum()))
     return weights, float(ratio)
+
+
+@dataclass(frozen=True)
+class ERSDEStep(PlanStep):
+    """An ER-SDE step from ``level`` to ``target`` with its numbers, computed once from the grid.
+
+    Args:
+        weights (`tuple`): the exact weights of x0 and its derivatives in sigma over the step.
+        ratio (`float`): phi(sigma_t) / phi(sigma_u).
+        noise_std (`float`): the std of the step's fresh noise, in y = x / a.
+    """
+
+    weights: tuple = ()
+    ratio: float = 1.0
+    noise_std: float = 0.0
 
 
 class ERSDEScheduler(MultistepDataPredictionMixin, ScoreSDESchedulerMixin):
@@ -108,28 +125,20 @@ class ERSDEScheduler(MultistepDataPredictionMixin, ScoreSDESchedulerMixin):
     ):
         self._setup(sde_type, sigma_min, sigma_max, beta_min, beta_max, num_train_timesteps, sampling_eps,
                     prediction_type, timestep_type, data_centered)
-        if solver_order not in SOLVER_ORDERS:
-            raise ValueError(f"solver_order must be one of {SOLVER_ORDERS}, got {solver_order!r}.")
-        if noise_scale_function not in NOISE_SCALE_FUNCTIONS:
-            raise ValueError(f"noise_scale_function must be one of {tuple(NOISE_SCALE_FUNCTIONS)}, "
-                             f"got {noise_scale_function!r}.")
+        check_choice("solver_order", solver_order, SOLVER_ORDERS)
+        check_choice("noise_scale_function", noise_scale_function, tuple(NOISE_SCALE_FUNCTIONS))
         check_spacing(timestep_spacing, rho)
         self._history = []
-        self._steps = []
 
     @staticmethod
     def _expansion_variable(level):
         return level.s / level.a  # sigma: the paper expands x0 in the noise scale, not in lambda
 
-    def _grid_times(self, num_inference_steps):
-        return time_grid(self.sde, num_inference_steps, self.config.sampling_eps, self.config.timestep_spacing,
-                         self.config.rho, tail_log_snr=TAIL_LOG_SNR)
-
     def _build_plan(self, levels):
-        """The shared plan, plus each step's weights, phi ratio and noise std (all Python floats, computed once)."""
+        """The shared plan, each step with its weights, phi ratio and noise std (Python floats, computed once)."""
         plan = super()._build_plan(levels)
         phi, name = NOISE_SCALE_FUNCTIONS[self.config.noise_scale_function], self.config.noise_scale_function
-        self._steps = []
+        steps = []
         for entry in plan[:-1]:
             sigma_u, sigma_t = entry.level.s / entry.level.a, entry.target.s / entry.target.a
             weights, ratio = er_sde_weights(phi, sigma_u, sigma_t)
@@ -142,17 +151,16 @@ class ERSDEScheduler(MultistepDataPredictionMixin, ScoreSDESchedulerMixin):
                     " noise_scale_function or a smaller sigma_max."
                 )
             noise_std = 0.0 if shrink > 1 - 1e-12 else sigma_t * math.sqrt(1 - shrink**2)  # phi = sigma: exactly none
-            self._steps.append((weights, ratio, noise_std))
-        return plan
+            steps.append(ERSDEStep(entry.level, entry.target, weights, ratio, noise_std))
+        return steps + plan[-1:]
 
     def _update(self, entry, score, sample, generator):
         x0, sigma, _ = self._record(entry, score, sample)
         if sigma is None:
             return x0, x0
-        weights, ratio, noise_std = self._steps[self._step_index - 1]
-        update = taylor_integral(weights, x0, taylor_derivatives(self._history))
+        update = taylor_integral(entry.weights, x0, taylor_derivatives(self._history))
         # The solution of the module docstring, in x = a y.
-        mean = (entry.target.a / entry.level.a) * ratio * sample + entry.target.a * update
-        if noise_std == 0:
+        mean = (entry.target.a / entry.level.a) * entry.ratio * sample + entry.target.a * update
+        if entry.noise_std == 0:
             return mean, mean
-        return mean + entry.target.a * noise_std * self._noise(sample, generator), mean
+        return mean + entry.target.a * entry.noise_std * self._noise(sample, generator), mean

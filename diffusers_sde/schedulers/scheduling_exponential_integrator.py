@@ -77,6 +77,11 @@ class MultistepDataPredictionMixin:
         """The variable the Taylor expansion of x0 runs in: lambda = log(a / s) for the DPM-Solver++ family."""
         return math.log(level.a / level.s)
 
+    def _grid_times(self, num_inference_steps):
+        # lambda_max_clipped: only the exponential integrator has it (configs saved with the earlier clip)
+        return time_grid(self.sde, num_inference_steps, self.config.sampling_eps, self.config.timestep_spacing,
+                         self.config.rho, self.config.get("lambda_max_clipped"), tail_log_snr=TAIL_LOG_SNR)
+
     def _build_plan(self, levels):
         self._history = []
         plan = [PlanStep(level, next_level) for level, next_level in zip(levels[:-1], levels[1:])]
@@ -205,10 +210,6 @@ class ExponentialIntegratorScheduler(MultistepDataPredictionMixin, ScoreSDESched
                 stacklevel=2,
             )
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
-
-    def _grid_times(self, num_inference_steps):
-        return time_grid(self.sde, num_inference_steps, self.config.sampling_eps, self.config.timestep_spacing,
-                         self.config.rho, self.config.lambda_max_clipped, tail_log_snr=TAIL_LOG_SNR)
 
     def _update(self, entry, score, sample, generator):
         x0, lam, next_lam = self._record(entry, score, sample)

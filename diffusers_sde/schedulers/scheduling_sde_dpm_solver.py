@@ -20,7 +20,7 @@ from diffusers.configuration_utils import register_to_config
 
 from .scheduling_exponential_integrator import MultistepDataPredictionMixin, _phi_weights
 from .scheduling_score_sde import ScoreSDESchedulerMixin
-from .time_grids import TAIL_LOG_SNR, check_spacing, time_grid
+from .time_grids import check_spacing
 
 
 def sde_phi_weights(h):
@@ -84,10 +84,6 @@ class SDEDPMSolverScheduler(MultistepDataPredictionMixin, ScoreSDESchedulerMixin
         if not s_noise >= 0:
             raise ValueError(f"s_noise must be >= 0, got {s_noise}.")
         self._history = []
-
-    def _grid_times(self, num_inference_steps):
-        return time_grid(self.sde, num_inference_steps, self.config.sampling_eps, self.config.timestep_spacing,
-                         self.config.rho, tail_log_snr=TAIL_LOG_SNR)
 
     def _update(self, entry, score, sample, generator):
         x0, lam, next_lam = self._record(entry, score, sample)
