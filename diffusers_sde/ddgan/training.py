@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ..sde import SDE_TYPES
 from ..command_options import option_name, parse_channels
+from ..saving import save_pipeline_atomically
 from ..training.data import load_dataset
 from ..training.presets import NCSNPP_PRESETS, UNET_PRESETS
 from ..training.trainer import (
@@ -219,7 +220,7 @@ def train_ddgan(config):
     ema.copy_to(final.parameters())
     pipeline = DDGANPipeline(generator=final.eval(), scheduler=scheduler)
     if accelerator.is_main_process:
-        pipeline.save_pretrained(config.output_dir)
+        save_pipeline_atomically(pipeline, config.output_dir)
         accelerator.print(f"saved the EMA DDGAN pipeline to {config.output_dir}")
     accelerator.end_training()
     return pipeline

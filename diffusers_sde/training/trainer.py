@@ -26,6 +26,7 @@ from ..cold_diffusion.channel_means import fit_channel_mean_mixture
 from ..cold_diffusion.degradations import BlurDegradation, DownsampleDegradation, FadeDegradation, MaskDegradation
 from ..command_options import option_name
 from ..parameterization import PARAMETERIZATION_DEFAULTS, Parameterization
+from ..saving import save_pipeline_atomically
 from ..sde import SDE_TYPES, make_sde
 from .data import encode_dataset, load_autoencoder, load_dataset, random_horizontal_flip
 from .losses import (LOSSES, REDUCTIONS, WEIGHTINGS, cold_diffusion_loss, denoising_score_matching_loss,
@@ -623,7 +624,7 @@ def train(config):
     else:
         pipeline = ScoreSDEPipeline(unet=final.eval(), scheduler=scheduler)
     if accelerator.is_main_process:
-        pipeline.save_pretrained(config.output_dir)
+        save_pipeline_atomically(pipeline, config.output_dir)
         accelerator.print(f"saved the EMA pipeline to {config.output_dir}")
         if config.push_to_hub:  # after the local save: a failed upload loses nothing
             repo_id = config.hub_model_id or os.path.basename(os.path.abspath(config.output_dir))
