@@ -17,11 +17,9 @@ def as_number(value):
     return value
 
 
-def check_number(name, value, minimum=None, maximum=None, strict_minimum=True, allow_none=False):
+def check_number(name, value, minimum=None, maximum=None, strict_minimum=True):
     """A finite real number in the given range (``minimum`` exclusive unless ``strict_minimum=False``); returns a float."""
     value = as_number(value)
-    if value is None and allow_none:
-        return None
     valid = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
     if valid and minimum is not None:
         valid = value > minimum if strict_minimum else value >= minimum

@@ -167,7 +167,7 @@ def train_ddgan(config):
     latent_dim = config.latent_dim
     generator.train()
     discriminator.train()
-    running = {"discriminator": 0.0, "generator": 0.0, "r1": 0.0}
+    running, running_steps = {"discriminator": 0.0, "generator": 0.0, "r1": 0.0}, 0
     progress = tqdm(total=config.max_steps, initial=step, desc="training ddgan", unit="step",
                     disable=not accelerator.is_local_main_process)
     try:
@@ -202,12 +202,14 @@ def train_ddgan(config):
                 step += 1
                 for name, value in (("discriminator", d_loss), ("generator", g_loss), ("r1", r1)):
                     running[name] += value.item()
+                running_steps += 1
                 progress.update(1)
                 if config.log_every and step % config.log_every == 0:
-                    means = {name: total / config.log_every for name, total in running.items()}
+                    # running_steps, not log_every: a run resumed off the logging grid has a shorter first window
+                    means = {name: total / running_steps for name, total in running.items()}
                     accelerator.print(f"step {step}/{config.max_steps} mean D loss {means['discriminator']:.4f}"
                                       f" G loss {means['generator']:.4f} R1 {means['r1']:.4f}", flush=True)
-                    running = dict.fromkeys(running, 0.0)
+                    running, running_steps = dict.fromkeys(running, 0.0), 0
                 last_checkpoint = checkpoint_if_due(accelerator, checkpoint_dir, step, config, data_shape,
                                                     last_checkpoint)
     except KeyboardInterrupt as interrupt:

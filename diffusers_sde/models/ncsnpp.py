@@ -10,6 +10,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from ..validation import check_choice
 from .layers import (ACTIVATIONS, AttentionBlock, Combine, GaussianFourierProjection, Resample, ResnetBlock, conv2d,
                      group_norm, linear, positional_embedding,
                      rescaled_sum)
@@ -30,11 +31,6 @@ class NCSNppOutput(BaseOutput):
     """
 
     sample: torch.Tensor
-
-
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
 
 
 class NCSNppModel(ModelMixin, ConfigMixin):
@@ -110,12 +106,12 @@ class NCSNppModel(ModelMixin, ConfigMixin):
         sigma_input: bool = False,
     ):
         super().__init__()
-        _check_choice("resblock_type", resblock_type, RESBLOCK_TYPES)
-        _check_choice("progressive", progressive, PROGRESSIVE)
-        _check_choice("progressive_input", progressive_input, PROGRESSIVE_INPUT)
-        _check_choice("progressive_combine", progressive_combine, PROGRESSIVE_COMBINE)
-        _check_choice("embedding_type", embedding_type, EMBEDDING_TYPES)
-        _check_choice("nonlinearity", nonlinearity, tuple(ACTIVATIONS))
+        check_choice("resblock_type", resblock_type, RESBLOCK_TYPES)
+        check_choice("progressive", progressive, PROGRESSIVE)
+        check_choice("progressive_input", progressive_input, PROGRESSIVE_INPUT)
+        check_choice("progressive_combine", progressive_combine, PROGRESSIVE_COMBINE)
+        check_choice("embedding_type", embedding_type, EMBEDDING_TYPES)
+        check_choice("nonlinearity", nonlinearity, tuple(ACTIVATIONS))
         if sample_size % 2 ** (len(ch_mult) - 1):
             raise ValueError(f"sample_size={sample_size} must be divisible by 2**(len(ch_mult) - 1) for ch_mult={ch_mult}.")
         self.act = ACTIVATIONS[nonlinearity]()

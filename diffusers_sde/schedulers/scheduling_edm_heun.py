@@ -78,8 +78,11 @@ class EDMHeunScheduler(ScoreSDESchedulerMixin):
         gamma = min(self.config.s_churn / num_steps, math.sqrt(2) - 1)
         if gamma == 0 or not self.config.s_tmin <= sigma <= self.config.s_tmax:
             return level
-        t_hat = self.sde.time_from_log_snr(-math.log(sigma * (1 + gamma))).clamp(max=1.0).item()
-        return self._level(t_hat)
+        return self._level_at_sigma(sigma * (1 + gamma))
+
+    def _level_at_sigma(self, sigma):
+        """The noise level whose sigma = s / a is ``sigma`` (its time clamped to 1)."""
+        return self._level(self.sde.time_from_log_snr(-math.log(sigma)).clamp(max=1.0).item())
 
     def _build_plan(self, levels):
         self._pending = None

@@ -136,9 +136,6 @@ class RestartScheduler(EDMHeunScheduler):
         return time_grid(self.sde, max(num_inference_steps - self._restart_steps, 2), self.config.sampling_eps,
                          self.config.timestep_spacing, self.config.rho)
 
-    def _level_at_sigma(self, sigma):
-        return self._level(self.sde.time_from_log_snr(-math.log(sigma)).clamp(max=1.0).item())
-
     def _heun_steps(self, levels, last_target):
         """EDM's Heun steps through ``levels``; the last correction's ``target`` is ``last_target``."""
         plan = []
