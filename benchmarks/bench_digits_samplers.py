@@ -86,6 +86,7 @@ SAMPLERS = [
     Sampler("Restart (paper's interval)", _from(RestartScheduler)),
     Sampler("ER-SDE-Solver-3 (er_sde_5)", _from(ERSDEScheduler)),
     Sampler("UniPC-2 (UniC)", _from(UniPCScheduler, solver_order=2)),
+    Sampler("UniPC-2 bh1 (UniC)", _from(UniPCScheduler, solver_order=2, solver_type="bh1")),
     Sampler("UniPC-3 (UniC)", _from(UniPCScheduler, solver_order=3)),
     Sampler("adaptive RK45, rtol 1e-3", call=dict(sampler="adaptive_ode", rtol=1e-3, atol=1e-3)),
     Sampler("adaptive RK45, rtol 1e-5 (default)", call=dict(sampler="adaptive_ode")),
