@@ -19,18 +19,20 @@ import torch
 
 from bench_samplers_vs_peers import NFE_GRID, SAMPLING_EPS, SDE_CONFIGS, exact_score, issue_mixture
 from diffusers_sde import UniPCScheduler, make_sde
+from diffusers_sde.schedulers.time_grids import TAIL_LOG_SNR, time_grid
 
 
 def variance_errors(mixture, sde_type, log_snrs, seeds=3, batch_size=4000):
     """Signed variance errors of UniPC-3 on the grid of these log-SNR values, one per seed."""
     config = dict(SDE_CONFIGS[sde_type], sampling_eps=SAMPLING_EPS, prediction_type="score", timestep_type="continuous")
+    scheduler = UniPCScheduler(**config)
+    times = scheduler.sde.time_from_log_snr(torch.tensor(log_snrs, dtype=torch.float64)).clamp(SAMPLING_EPS, 1.0)
+    times[0], times[-1] = 1.0, SAMPLING_EPS
+    model_times = scheduler.parameterization.model_time(times).tolist()
+    score = exact_score(mixture, scheduler.sde)
     errors = []
     for seed in range(seeds):
-        scheduler = UniPCScheduler(**config)
-        times = scheduler.sde.time_from_log_snr(torch.tensor(log_snrs, dtype=torch.float64)).clamp(SAMPLING_EPS, 1.0)
-        times[0], times[-1] = 1.0, SAMPLING_EPS
-        scheduler.set_timesteps(timesteps=scheduler.parameterization.model_time(times).tolist())
-        score = exact_score(mixture, scheduler.sde)
+        scheduler.set_timesteps(timesteps=model_times)
         generator = torch.Generator().manual_seed(seed)
         x = scheduler.init_noise_sigma * torch.randn(batch_size, 64, generator=generator, dtype=torch.float64)
         for t in scheduler.timesteps:
@@ -73,7 +75,7 @@ def trimmed(mixture, sde_type, low, high):
     for nfe in NFE_GRID:
         log_snrs = torch.linspace(-math.log(high), -math.log(low), nfe, dtype=torch.float64)
         log_snrs[0], log_snrs[-1] = start, end
-        default = torch.linspace(start, end, nfe, dtype=torch.float64)
+        default = sde.log_snr(time_grid(sde, nfe, SAMPLING_EPS, "log_snr", tail_log_snr=TAIL_LOG_SNR))
         errors = [worst(variance_errors(mixture, sde_type, grid.tolist())) for grid in (log_snrs, default)]
         print(f"| {nfe} | {errors[0]:+.4f} | {errors[1]:+.4f} |", flush=True)
 

@@ -16,7 +16,8 @@ SDE_TITLES = {"ve": "VE", "vp": "VP", "subvp": "sub-VP"}
 # (NFE budget, {SDE: (choices, why)}); a choice is (scheduler class, options beyond its defaults), the first preferred.
 RECOMMENDED_SCHEDULERS = (
     ("10-15", {
-        "ve": (((ExponentialIntegratorScheduler, {}),), "default 3M or 2M; 4.5% at 10, 5.5% at 15; UniPC 7.1%, 3.8%"),
+        "ve": (((ExponentialIntegratorScheduler, {}), (UniPCScheduler, {})),
+               "EI 4.5% at 10, 5.5% at 15; UniPC 7.1%, 3.8%"),
         "vp": (((UniPCScheduler, {}), (ExponentialIntegratorScheduler, {})), "UniPC 3.9% at 10, 5.6% at 15; EI 7.8%, 5.9%"),
         "subvp": (((UniPCScheduler, {}),), "18% at 10, 6.0% at 15; EI 45%, 9.6%; k-diffusion `lms` 24% at 10"),
     }),

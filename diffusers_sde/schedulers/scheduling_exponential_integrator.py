@@ -39,6 +39,23 @@ THIRD_ORDER_MAX_STEP = 0.6
 LOWER_ORDER_FINAL_BELOW = 15
 
 
+def few_step_order(order, h, last_step, num_times, lower_order_final, max_step=None):
+    """The order a multistep solver takes for a step of length ``h`` (in its expansion variable), given the order its
+    history allows: 3 falls to 2 over steps longer than ``max_step`` (default :data:`THIRD_ORDER_MAX_STEP`), and with
+    ``lower_order_final`` the last step before the noise removal of a grid of fewer than
+    :data:`LOWER_ORDER_FINAL_BELOW` times is taken at order 1."""
+    if order == 3 and h > (THIRD_ORDER_MAX_STEP if max_step is None else max_step):
+        order = 2
+    if lower_order_final and last_step and num_times < LOWER_ORDER_FINAL_BELOW:
+        order = 1
+    return order
+
+
+def check_lower_order_final(lower_order_final):
+    if not isinstance(lower_order_final, bool):
+        raise ValueError(f"lower_order_final must be True or False, got {lower_order_final!r}.")
+
+
 def _phi_weights(h):
     """h phi_1(h), h^2 phi_2(h), h^3 phi_3(h), written with expm1 so small steps lose no precision."""
     em1 = math.expm1(-h)  # e^-h - 1
@@ -90,19 +107,15 @@ class MultistepDataPredictionMixin:
     def _check_multistep_options(self, solver_order, solver_type, lower_order_final):
         check_choice("solver_order", solver_order, SOLVER_ORDERS)
         check_choice("solver_type", solver_type, SOLVER_TYPES)
-        if not isinstance(lower_order_final, bool):
-            raise ValueError(f"lower_order_final must be True or False, got {lower_order_final!r}.")
+        check_lower_order_final(lower_order_final)
 
     def _taylor_step(self, weights, x0, h, max_order=3):
         """The integral of x0's Taylor expansion over a log-SNR step h, at the order the history, the step length and
         the plan allow (see :data:`THIRD_ORDER_MAX_STEP`, :data:`LOWER_ORDER_FINAL_BELOW`); ``weights`` are the exact
         weights of x0, x0' and x0'' of the scheduler's kernel."""
         order = min(self.config.solver_order, len(self._history), max_order)
-        if order == 3 and h > THIRD_ORDER_MAX_STEP:
-            order = 2
         last_step = self._step_index == len(self._plan) - 1  # the step before the noise removal
-        if self.config.lower_order_final and last_step and len(self._plan) < LOWER_ORDER_FINAL_BELOW:
-            order = 1
+        order = few_step_order(order, h, last_step, len(self._plan), self.config.lower_order_final)
         if order == 2 and self.config.solver_type == "midpoint":
             weights = (weights[0], weights[0] * h / 2)
         return taylor_integral(weights, x0, taylor_derivatives(self._history[:order]))

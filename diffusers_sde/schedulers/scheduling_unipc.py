@@ -11,8 +11,10 @@ with w_k = integral_0^h e^-(h - tau) tau^k / k! dtau the exact weights (the expo
 The predictor UniP-p uses the p - 1 previous points; the corrector UniC adds the network's prediction at the end
 of the step (r = 1), which the next step evaluates anyway, and raises the order by one at no extra evaluation.
 B(h) = h (``bh1``) or 1 - e^-h (``bh2``), the paper's two variants. As in UniPC's reference code and diffusers, a
-step with one difference takes c_1 = 1/2 instead of solving (a solve would cancel B(h)), so the variants differ there:
-our steps equal diffusers' ``UniPCMultistepScheduler`` on the same log-SNR grid (tests/schedulers/test_unipc.py).
+step with one difference takes c_1 = 1/2 instead of solving (a solve would cancel B(h)), so the variants differ there.
+On a log-SNR grid whose steps stay under UNIPC_THIRD_ORDER_MAX_STEP our steps equal diffusers'
+``UniPCMultistepScheduler``'s, up to its last steps, which its ``lower_order_final`` lowers on every grid
+(tests/schedulers/test_unipc.py).
 """
 
 import math
@@ -23,7 +25,7 @@ from diffusers.configuration_utils import register_to_config
 
 from ..sde import tweedie_denoise
 from ..validation import check_choice
-from .scheduling_exponential_integrator import LOWER_ORDER_FINAL_BELOW, SOLVER_ORDERS
+from .scheduling_exponential_integrator import SOLVER_ORDERS, check_lower_order_final, few_step_order
 from .scheduling_score_sde import DATA_LEVEL, Denoise, PlanStep, ScoreSDESchedulerMixin
 from .time_grids import TAIL_LOG_SNR, check_spacing, time_grid
 
@@ -33,7 +35,7 @@ UNIPC_VARIANTS = ("bh1", "bh2")
 # are predicted at order 2 (then 7.1%, 3.9%, 18%). The corrector tolerates longer steps than the exponential
 # integrator's 3M (its cap, 0.6, made UniPC-3 at 20 NFE 5x worse on VP); grids of 15 or more times stay under it on VE
 # and VP. Steps inside the low-noise tail (past TAIL_LOG_SNR, where x0 hardly changes) are long by design and exempt.
-THIRD_ORDER_MAX_STEP = 0.9
+UNIPC_THIRD_ORDER_MAX_STEP = 0.9
 
 
 @dataclass(frozen=True)
@@ -86,17 +88,17 @@ class UniPCScheduler(ScoreSDESchedulerMixin):
         sde_type, sigma_min, sigma_max, beta_min, beta_max, num_train_timesteps, sampling_eps, prediction_type,
         timestep_type, data_centered: the SDE and the network's parameterization, exactly as in
             :class:`PredictorCorrectorScheduler`, so the two swap with ``from_config``.
-        solver_order (`int`): p of the predictor, 1, 2 or 3 (default 3); the corrector raises it by one.
+        solver_order (`int`): p of the predictor, 1, 2 or 3 (default 3); the corrector raises it by one. Log-SNR
+            steps longer than :data:`UNIPC_THIRD_ORDER_MAX_STEP` outside the low-noise tail are predicted at order 2.
         solver_type (`str`): B(h): ``bh2`` (1 - e^-h; default, as in diffusers) or ``bh1`` (h). It changes only the
             steps with one difference (see :func:`_unified_coefficients`), so mostly order 2.
         use_corrector (`bool`): apply UniC (default ``True``); ``False`` leaves the UniP predictor alone.
         timestep_spacing (`str`): ``log_snr`` (default; the exponential integrator's grid, stretched past noise 1e-3),
             ``uniform_time`` or ``karras``.
         rho (`float`): exponent of the ``karras`` spacing.
-        lower_order_final (`bool`): on grids of fewer than :data:`LOWER_ORDER_FINAL_BELOW` times, predict the last
-            step (before the noise removal) at order 1 (default ``True``), as the exponential integrator and diffusers'
-            multistep solvers do. Log-SNR steps longer than :data:`THIRD_ORDER_MAX_STEP` outside the low-noise tail
-            are always predicted at order 2.
+        lower_order_final (`bool`): on grids of fewer than 15 times, predict the last step (before the noise
+            removal) at order 1 (default ``True``), as the exponential integrator does (diffusers' UniPC lowers its
+            last ``solver_order - 1`` steps on every grid).
     """
 
     order = 1
@@ -127,7 +129,7 @@ class UniPCScheduler(ScoreSDESchedulerMixin):
         check_choice("solver_order", solver_order, SOLVER_ORDERS)
         check_choice("solver_type", solver_type, UNIPC_VARIANTS)
         check_choice("use_corrector", use_corrector, (True, False))
-        check_choice("lower_order_final", lower_order_final, (True, False))
+        check_lower_order_final(lower_order_final)
         check_spacing(timestep_spacing, rho)
         self._history = []
         self._pending = None
@@ -143,11 +145,9 @@ class UniPCScheduler(ScoreSDESchedulerMixin):
         previous_ratios = None  # r_m of the previous step's predictor points
         for i in range(len(levels) - 1):
             h = lams[i + 1] - lams[i]
-            order = min(self.config.solver_order, i + 1)
-            if order == 3 and h > THIRD_ORDER_MAX_STEP and lams[i] < TAIL_LOG_SNR:
-                order = 2
-            if self.config.lower_order_final and i == len(levels) - 2 and len(levels) < LOWER_ORDER_FINAL_BELOW:
-                order = 1
+            max_step = UNIPC_THIRD_ORDER_MAX_STEP if lams[i] < TAIL_LOG_SNR else math.inf
+            order = few_step_order(min(self.config.solver_order, i + 1), h, i == len(levels) - 2, len(levels),
+                                   self.config.lower_order_final, max_step)
             ratios = [(lams[i - m] - lams[i]) / h for m in range(1, order)]
             corrector = ()
             if self.config.use_corrector and previous_ratios is not None:

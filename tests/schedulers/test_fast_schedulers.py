@@ -236,7 +236,7 @@ def test_swap_through_from_config_and_compatibles():
         (EDMHeunScheduler, dict(rho=0.0), "rho must be > 0, got 0.0"),
         (UniPCScheduler, dict(solver_type="bh3"), "solver_type must be one of ('bh1', 'bh2'), got 'bh3'"),
         (UniPCScheduler, dict(solver_order=4), "solver_order must be one of (1, 2, 3), got 4"),
-        (UniPCScheduler, dict(lower_order_final="yes"), "lower_order_final must be one of (True, False), got 'yes'"),
+        (UniPCScheduler, dict(lower_order_final=1), "lower_order_final must be True or False, got 1"),
         (EDMHeunScheduler, dict(s_churn=-1.0), "s_churn must be >= 0, got -1.0"),
         (EDMHeunScheduler, dict(s_tmin=2.0, s_tmax=1.0), "s_tmax must be >= s_tmin"),
     ],

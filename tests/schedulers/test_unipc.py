@@ -11,7 +11,7 @@ import torch
 from diffusers import UniPCMultistepScheduler
 
 from diffusers_sde import GaussianMixture, UniPCScheduler
-from diffusers_sde.schedulers.scheduling_unipc import THIRD_ORDER_MAX_STEP
+from diffusers_sde.schedulers.scheduling_unipc import UNIPC_THIRD_ORDER_MAX_STEP
 from diffusers_sde.schedulers.time_grids import TAIL_LOG_SNR
 
 NUM_STEPS = 20  # >= 15: our lower_order_final leaves this grid alone; diffusers' lowers its last two steps only
@@ -81,7 +81,7 @@ def test_variants_differ_at_order_two_and_hardly_at_order_three():
 @pytest.mark.parametrize("lower_order_final", [True, False])
 def test_lower_order_final_takes_the_last_step_of_a_short_grid_at_order_one(lower_order_final):
     scheduler = UniPCScheduler(sde_type="ve", lower_order_final=lower_order_final)
-    scheduler.set_timesteps(14)  # log-SNR steps of 0.83: third order everywhere else
+    scheduler.set_timesteps(14)  # log-SNR steps of 0.66 (sigma 50 -> 0.01): third order everywhere else
     assert [len(entry.predictor) for entry in scheduler._plan[2:-2]] == [2] * 10
     assert len(scheduler._plan[-2].predictor) == (0 if lower_order_final else 2)  # the step before the noise removal
     scheduler.set_timesteps(15)  # longer grids keep the full order either way
@@ -96,7 +96,7 @@ def test_long_log_snr_steps_are_predicted_at_order_two_outside_the_low_noise_tai
         scheduler.set_timesteps(num_steps)
         lams = [math.log(level.a / level.s) for level in scheduler.grid_levels]
         for index, entry in enumerate(scheduler._plan[2:-1], start=2):
-            long_step = lams[index + 1] - lams[index] > THIRD_ORDER_MAX_STEP
+            long_step = lams[index + 1] - lams[index] > UNIPC_THIRD_ORDER_MAX_STEP
             capped = long_step and lams[index] < TAIL_LOG_SNR
             exempt += long_step and not capped
             assert len(entry.predictor) == (1 if capped else 2), (num_steps, index)
