@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import os
 import shlex
+import sys
 
 import torch
 
@@ -108,6 +109,14 @@ def resume_command(name, config, flags=()):
         else:
             parts += [option_name(field.name), str(value).lower() if isinstance(value, bool) else str(value)]
     return shlex.join(parts + ["--resume", "latest"])
+
+
+def exit_interrupted(interrupted, name, config, flags=()):
+    """End a command whose training run was interrupted (a ``TrainingInterrupted``): print why, with the command line
+    that resumes it when a checkpoint was saved, and exit with 128 + the signal's number, as a shell does."""
+    resume = f"; resume with: {resume_command(name, config, flags)}" if interrupted.last_checkpoint else ""
+    print(f"{interrupted}{resume}", file=sys.stderr)
+    sys.exit(128 + interrupted.signal_number)
 
 
 def parse_channels(text):

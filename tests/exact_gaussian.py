@@ -12,6 +12,11 @@ SHAPE64 = (1, 8, 8)  # 64-dimensional "images"
 MEAN, VARIANCE = 0.7, 0.09  # the smooth case: data N(MEAN, VARIANCE I)
 
 
+def continuous_scheduler(cls, sde_type, **kwargs):
+    """``cls`` for an exact score network in continuous time (the closed-form mixtures' convention)."""
+    return cls(sde_type=sde_type, prediction_type="score", timestep_type="continuous", **kwargs)
+
+
 def mixture64():
     return GaussianMixture.random(64, num_components=3, spread=2.0, scale=0.3)
 

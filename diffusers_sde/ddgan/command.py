@@ -2,7 +2,7 @@
 
 import sys
 
-from ..command_options import add_config_parser, resume_command
+from ..command_options import add_config_parser, exit_interrupted
 from ..sde import SDE_TYPES
 from ..training.trainer import TrainingInterrupted
 from .training import GENERATOR_PRESETS, DDGANTrainingConfig, train_ddgan
@@ -47,8 +47,6 @@ def train_ddgan_from_config(config):
     try:
         return train_ddgan(config)
     except TrainingInterrupted as interrupted:
-        resume = f"; resume with: {resume_command('train-ddgan', config)}" if interrupted.last_checkpoint else ""
-        print(f"{interrupted}{resume}", file=sys.stderr)
-        sys.exit(128 + interrupted.signal_number)
+        exit_interrupted(interrupted, "train-ddgan", config)
     except FloatingPointError as error:
         sys.exit(f"error: {error}")

@@ -111,11 +111,6 @@ def add_train_parser(commands):
     return p
 
 
-def resume_command(config):
-    """The command line that resumes ``config``'s run from its latest checkpoint: its non-default options."""
-    return command_options.resume_command("train", config, flags=_FLAGS)
-
-
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
     if issubclass(category, TrainingWarning):
         print(f"warning: {message}", file=sys.stderr)
@@ -130,8 +125,6 @@ def train_from_args(args):
     try:
         return train(config)
     except TrainingInterrupted as interrupted:
-        resume = f"; resume with: {resume_command(config)}" if interrupted.last_checkpoint else ""
-        print(f"{interrupted}{resume}", file=sys.stderr)
-        sys.exit(128 + interrupted.signal_number)
+        command_options.exit_interrupted(interrupted, "train", config, flags=_FLAGS)
     except (FloatingPointError, PushToHubError) as error:
         sys.exit(f"error: {error}")

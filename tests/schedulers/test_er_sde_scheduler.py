@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from exact_gaussian import (  # noqa: F401 (single_thread is an autouse fixture)
+    continuous_scheduler,
     exact_ode_sample,
     exact_output_moments,
     gaussian_score,
@@ -31,10 +32,6 @@ SDE_TYPES = ("ve", "vp", "subvp")
 @pytest.fixture(scope="module")
 def mixture():
     return mixture64()
-
-
-def _continuous(cls, sde_type, **kwargs):
-    return cls(sde_type=sde_type, prediction_type="score", timestep_type="continuous", **kwargs)
 
 
 def _run(scheduler, x, seed=1):
@@ -68,13 +65,13 @@ def test_weights_match_their_closed_forms_for_the_ode_and_the_reverse_sde(sigma_
 
 @pytest.mark.parametrize("sde_type", SDE_TYPES)
 @pytest.mark.parametrize("member, reference", [
-    ("ode", lambda sde: _continuous(ExponentialIntegratorScheduler, sde, solver_order=1)),
-    ("reverse_sde", lambda sde: _continuous(SDEDPMSolverScheduler, sde, solver_order=1)),
+    ("ode", lambda sde: continuous_scheduler(ExponentialIntegratorScheduler, sde, solver_order=1)),
+    ("reverse_sde", lambda sde: continuous_scheduler(SDEDPMSolverScheduler, sde, solver_order=1)),
 ])
 def test_first_order_members_are_ddim_and_the_sde_posterior_step(sde_type, member, reference):
     # The paper's two limits: phi = sigma is the ODE (its first-order step is DDIM, our exponential integrator's order
     # 1) and phi = sigma^2 the reverse SDE (SDE-DPM-Solver++ 1S, the SDE's own Gaussian posterior), same noise draws.
-    scheduler = _continuous(ERSDEScheduler, sde_type, solver_order=1, noise_scale_function=member)
+    scheduler = continuous_scheduler(ERSDEScheduler, sde_type, solver_order=1, noise_scale_function=member)
     other = reference(sde_type)
     scheduler.set_timesteps(12)
     other.set_timesteps(12)
@@ -88,7 +85,7 @@ def test_ode_member_converges_to_the_exact_probability_flow_map_at_order_3(sde_t
     x = torch.randn(32, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     errors = []
     for steps in (20, 40):
-        scheduler = _continuous(ERSDEScheduler, sde_type, noise_scale_function="ode")
+        scheduler = continuous_scheduler(ERSDEScheduler, sde_type, noise_scale_function="ode")
         scheduler.set_timesteps(steps)
         latents = scheduler.init_noise_sigma * x if sde_type == "ve" else x
         exact = exact_ode_sample(scheduler.sde, latents, scheduler.config.sampling_eps)
@@ -101,7 +98,7 @@ def test_ode_member_converges_to_the_exact_probability_flow_map_at_order_3(sde_t
 def test_weak_order_on_a_gaussian(sde_type, solver_order):
     # The default member (ER SDE 5) is almost the ODE near the data (d log phi / d log sigma -> 1 as sigma -> 0): the
     # output moments converge at the solver's order, 3 included (SDE-DPM-Solver++ 3M stays at 2).
-    errors = [exact_output_moments(_continuous(ERSDEScheduler, sde_type, solver_order=solver_order), n)
+    errors = [exact_output_moments(continuous_scheduler(ERSDEScheduler, sde_type, solver_order=solver_order), n)
               for n in (40, 80, 160)]
     assert all(abs(mean_error) < 1e-6 for mean_error, _ in errors), errors
     rates = observed_order([abs(variance_error) for _, variance_error in errors])

@@ -6,7 +6,12 @@ import math
 
 import pytest
 import torch
-from exact_gaussian import exact_output_moments, gaussian_score, single_thread  # noqa: F401 (autouse fixture)
+from exact_gaussian import (  # noqa: F401 (single_thread is an autouse fixture)
+    continuous_scheduler,
+    exact_output_moments,
+    gaussian_score,
+    single_thread,
+)
 
 import diffusers_sde.schedulers.scheduling_exponential_integrator as multistep
 from diffusers_sde import ExponentialIntegratorScheduler, SDEDPMSolverScheduler
@@ -15,15 +20,11 @@ from diffusers_sde.sde import tweedie_denoise
 SDE_TYPES = ("ve", "vp", "subvp")
 
 
-def _continuous(cls, sde_type, **kwargs):
-    return cls(sde_type=sde_type, prediction_type="score", timestep_type="continuous", **kwargs)
-
-
 @pytest.mark.parametrize("sde_type", SDE_TYPES)
 def test_second_order_step_is_dpm_solver_pp_2m_as_published(sde_type):
     # Lu et al. 2022, Alg. 2: x_t = (s_t / s_u) x_u - a_t (e^-h - 1) [(1 + 1 / (2 r)) D_0 - 1 / (2 r) D_1],
     # r = h_prev / h, written here from the levels and Tweedie's formula, independently of the scheduler's weights.
-    scheduler = _continuous(ExponentialIntegratorScheduler, sde_type, solver_order=2)
+    scheduler = continuous_scheduler(ExponentialIntegratorScheduler, sde_type, solver_order=2)
     score = gaussian_score(scheduler.sde)
     scheduler.set_timesteps(20)
     x = torch.randn(16, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -49,10 +50,10 @@ def test_ten_step_third_order_runs_stay_accurate_on_a_gaussian(monkeypatch, sde_
     # Exact output moments at 10 steps (log-SNR steps of about 1.2): the defaults (order 2 past a step of 0.6, midpoint
     # weighting, first-order last step) are within 10% of the exact variance. The earlier rule, third order on every
     # step with the Taylor weighting, is off by more than ``before`` (VE and VP: 14-25% and 96-140%).
-    error = exact_output_moments(_continuous(cls, sde_type), 10)[1]
+    error = exact_output_moments(continuous_scheduler(cls, sde_type), 10)[1]
     assert abs(error) < 0.1, error
     monkeypatch.setattr(multistep, "THIRD_ORDER_MAX_STEP", math.inf)
-    earlier = exact_output_moments(_continuous(cls, sde_type, solver_type="taylor", lower_order_final=False), 10)[1]
+    earlier = exact_output_moments(continuous_scheduler(cls, sde_type, solver_type="taylor", lower_order_final=False), 10)[1]
     assert abs(earlier) > before, earlier
 
 

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 from exact_gaussian import (  # noqa: F401 (single_thread is an autouse fixture)
+    continuous_scheduler,
     exact_output_moments,
     mixture64,
     mixture_pipeline,
@@ -23,16 +24,12 @@ def mixture():
     return mixture64()
 
 
-def _continuous(cls, sde_type, **kwargs):
-    return cls(sde_type=sde_type, prediction_type="score", timestep_type="continuous", **kwargs)
-
-
 @pytest.mark.parametrize("sde_type", SDE_TYPES)
 @pytest.mark.parametrize("solver_order, weak_order", [(1, 1), (2, 2), (3, 2)])
 def test_sde_dpm_solver_weak_order_on_a_gaussian(sde_type, solver_order, weak_order):
     # Weak order 1 for the exact-kernel ancestral step, 2 for the multistep ones: the Brownian increments cap the
     # weak order of a one-noise-draw-per-step scheme at 2, so 3M lowers the constant, not the rate.
-    errors = [exact_output_moments(_continuous(SDEDPMSolverScheduler, sde_type, solver_order=solver_order), n)
+    errors = [exact_output_moments(continuous_scheduler(SDEDPMSolverScheduler, sde_type, solver_order=solver_order), n)
               for n in (40, 80, 160)]
     assert all(abs(mean_error) < 1e-6 for mean_error, _ in errors), errors  # Gaussian means are preserved exactly
     rates = observed_order([abs(variance_error) for _, variance_error in errors])
@@ -43,7 +40,7 @@ def test_sde_dpm_solver_weak_order_on_a_gaussian(sde_type, solver_order, weak_or
 def test_sde_dpm_solver_first_order_step_is_the_exact_gaussian_posterior(sde_type):
     # For data that is a point mass, x0 is constant and the first-order step is exact: one step from t = 1 to eps
     # returns the exact marginal N(a_eps x0, s_eps^2) whatever the step length.
-    scheduler = _continuous(SDEDPMSolverScheduler, sde_type, solver_order=1)
+    scheduler = continuous_scheduler(SDEDPMSolverScheduler, sde_type, solver_order=1)
     scheduler.set_timesteps(2)
     first, point = scheduler.timesteps[0], 0.3
     (a1, s1), (a, s) = (scheduler.sde.marginal(torch.tensor(t, dtype=torch.float64))
@@ -70,7 +67,7 @@ def test_sde_dpm_solver_reproduces_the_mixture(mixture, sde_type):
 def test_restart_is_second_order_on_a_gaussian(sde_type):
     # The forward jumps are exact transitions and the backward solves are Heun's: refining the main grid and the
     # restart solves together gives Heun's order 2 in the output moments.
-    errors = [exact_output_moments(_continuous(RestartScheduler, sde_type, restart_intervals=[[n // 6, 2, 0.06, 0.3]]), n)
+    errors = [exact_output_moments(continuous_scheduler(RestartScheduler, sde_type, restart_intervals=[[n // 6, 2, 0.06, 0.3]]), n)
               for n in (24, 48, 96)]
     assert all(abs(mean_error) < 1e-6 for mean_error, _ in errors), errors
     rates = observed_order([abs(variance_error) for _, variance_error in errors])
